@@ -1,0 +1,32 @@
+//! The Kafka adapter: the only place Sluice talks to librdkafka.
+//!
+//! Services never build an `rdkafka::ClientConfig` themselves. They take [`KafkaArgs`] from
+//! their command line (`--kafka-brokers`, repeatable `--kafka-config key=value`), and this crate
+//! turns it into clients with Sluice's non-negotiable settings:
+//!
+//! - [`producer::Producer`]: idempotent, `acks=all`, the Java client's murmur2 partitioner, a
+//!   short linger and compression. Ingest relies on it never acknowledging data Kafka could lose.
+//! - [`metadata`]: topic partition counts and watermarks, for readiness and stream lookups.
+//! - [`murmur2`]: the key → partition function every Kafka producer agrees on, so a reader can
+//!   compute which partition a key lives in without asking anyone.
+//! - [`embedded::EmbeddedBroker`]: librdkafka's in-process mock cluster, reached over the real
+//!   Kafka protocol. It backs `sluice-dev` and the test kit; it is not for production.
+//!
+//! Passthrough properties (`--kafka-config`) go to every client, so SASL and TLS are a matter of
+//! configuration alone.
+
+pub mod config;
+pub mod embedded;
+mod error;
+pub mod metadata;
+pub mod murmur2;
+pub mod producer;
+pub mod streams;
+
+pub use config::KafkaArgs;
+pub use error::KafkaError;
+pub use producer::{Delivered, OutRecord, Pending, Producer, ProducerSettings};
+pub use streams::{StreamArgs, StreamCatalog, StreamError};
+
+/// librdkafka's own error, re-exported for callers that need to inspect codes.
+pub use rdkafka::error::KafkaError as RdKafkaError;

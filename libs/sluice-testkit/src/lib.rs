@@ -1,0 +1,19 @@
+//! The test kit every Sluice test uses, so tests read as behaviour, not plumbing.
+//!
+//! - [`kafka::TestKafka`]: one Kafka fixture. By default librdkafka's mock cluster, in-process,
+//!   over the real Kafka protocol (with fault injection). `SLUICE_TEST_KAFKA_BROKERS=host:port`
+//!   runs the same tests against a real broker; `SLUICE_TEST_KAFKA=testcontainers` starts Apache
+//!   Kafka in Docker and fails loudly when there is no Docker engine.
+//! - [`service::RunningService`]: a service started in-process on `127.0.0.1:0`, stopped at will.
+//! - [`process::Child`]: a Sluice binary run as a real process (end-to-end tests), with its
+//!   stdout lines and signals.
+//! - [`wait::eventually`]: wait for a condition with a deadline — never a sleep.
+
+pub mod kafka;
+pub mod process;
+pub mod service;
+pub mod wait;
+
+pub use kafka::{KafkaKind, ReadRecord, TestKafka};
+pub use service::RunningService;
+pub use wait::eventually;

@@ -1,0 +1,100 @@
+//! Sluice binaries as real processes, for end-to-end tests.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Path of a workspace binary, next to the running test (`target/<profile>/NAME`).
+///
+/// Cargo builds binaries of the package under test only; `make test` builds all of them first
+/// (`cargo build --bins`). A missing binary fails with that hint.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/test-hash → target/<profile>/
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("a target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` first (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A running child process whose stdout lines are collected.
+#[derive(Debug)]
+pub struct Child {
+    child: tokio::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    name: String,
+}
+
+impl Child {
+    /// Starts binary `name` with `args`; stderr is inherited so its logs show in test output.
+    pub fn spawn(name: &str, args: &[String], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut command = tokio::process::Command::new(binary(name));
+        command
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        Ok(Self {
+            child,
+            lines,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Waits for a stdout line starting with `prefix` and returns the rest of it.
+    pub async fn wait_for_line(&self, prefix: &str, timeout: Duration) -> anyhow::Result<String> {
+        let what = format!("{} to print a line starting with {prefix:?}", self.name);
+        crate::eventually(&what, timeout, || async {
+            let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+            lines
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+        })
+        .await
+    }
+
+    /// Sends `signal` (e.g. `Signal::SIGTERM`).
+    pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("{} has already exited", self.name))?;
+        kill(Pid::from_raw(pid as i32), signal)?;
+        Ok(())
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn wait(&mut self, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .map_err(|_| anyhow::anyhow!("{} did not exit within {timeout:?}", self.name))??;
+        Ok(status.code())
+    }
+}
+
+pub use nix::sys::signal::Signal as ProcessSignal;

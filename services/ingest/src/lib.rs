@@ -1,0 +1,252 @@
+//! `sluice-ingest`: HTTP → Kafka.
+//!
+//! `POST /v1/streams/{stream}/events` takes one event, a JSON array of events, or NDJSON, and
+//! answers `2xx` only after Kafka acknowledged every event (idempotent producer, `acks=all`).
+//! The flow of one request:
+//!
+//! 1. [`StreamCatalog`] maps the stream name to a topic, or refuses it (400/404).
+//! 2. The body is read up to `--max-body-bytes` (413) and [`event::parse_body`] validates every
+//!    event (400/413/415) — nothing is produced unless the whole request is valid.
+//! 3. [`topics::TopicCache`] confirms the topic exists (404), without a metadata round trip per
+//!    request.
+//! 4. [`publish::publish`] enqueues all records in request order, then awaits every
+//!    acknowledgement. If Kafka fails some, the answer (503 + `Retry-After`) lists per event
+//!    which were written and which were not.
+//!
+//! [`run`] serves until the shutdown token fires, then drains: readiness fails, in-flight
+//! requests finish, the producer flushes, and it returns.
+
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod metrics;
+pub mod publish;
+pub mod topics;
+pub mod trace;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::Service as _;
+use actix_web::http::header::HeaderValue;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use futures::StreamExt as _;
+use prometheus_client::registry::Registry;
+use rand::Rng as _;
+use sluice_kafka::{Producer, StreamCatalog};
+use sluice_runtime::{AdminServer, CancellationToken, Readiness};
+
+pub use config::IngestConfig;
+use error::IngestError;
+use event::BodyFormat;
+use metrics::{IngestMetrics, StatusLabel};
+
+/// How often readiness re-checks that Kafka answers.
+const READINESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot create the Kafka producer: {0}")]
+    Kafka(#[from] sluice_kafka::KafkaError),
+    #[error("HTTP server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything a request handler needs. Shared by every worker.
+#[derive(Debug)]
+pub struct AppState {
+    pub catalog: StreamCatalog,
+    pub producer: Producer,
+    pub topics: topics::TopicCache,
+    pub limits: config::Limits,
+    pub metrics: IngestMetrics,
+}
+
+/// Serves the events API on `listener` and the admin endpoints on `admin_listener` until
+/// `shutdown` is cancelled, then drains and returns.
+pub async fn run(
+    config: IngestConfig,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let catalog = config.validate().map_err(RunError::Config)?;
+    let producer = Producer::new(&config.kafka, config.producer_settings())?;
+    let mut registry = Registry::default();
+    let metrics = IngestMetrics::register(&mut registry);
+    let readiness = Readiness::new();
+    let admin = AdminServer::start(admin_listener, Arc::new(registry), readiness.clone())?;
+
+    let metadata_timeout = config.produce_timeout.min(Duration::from_secs(5));
+    let state = web::Data::new(AppState {
+        catalog,
+        producer: producer.clone(),
+        topics: topics::TopicCache::new(producer.clone(), metadata_timeout),
+        limits: config.limits.clone(),
+        metrics,
+    });
+    let readiness_task = tokio::spawn(watch_kafka(
+        producer.clone(),
+        readiness.clone(),
+        metadata_timeout,
+    ));
+
+    let workers = if config.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        config.workers
+    };
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .app_data(web::PayloadConfig::new(app_state.limits.max_body_bytes))
+            .wrap_fn(|request, service| {
+                let metrics = request
+                    .app_data::<web::Data<AppState>>()
+                    .map(|s| s.metrics.clone());
+                if let Some(m) = &metrics {
+                    m.requests_in_flight.inc();
+                }
+                let response = service.call(request);
+                async move {
+                    let response = response.await;
+                    if let Some(m) = metrics {
+                        m.requests_in_flight.dec();
+                        let status = match &response {
+                            Ok(r) => r.status().as_u16(),
+                            Err(e) => e.as_response_error().status_code().as_u16(),
+                        };
+                        m.requests.get_or_create(&StatusLabel { status }).inc();
+                    }
+                    response
+                }
+            })
+            .route(
+                "/v1/streams/{stream}/events",
+                web::post().to(publish_events),
+            )
+            .default_service(web::to(sluice_runtime::error::not_found))
+    })
+    .workers(workers)
+    .max_connections(config.max_connections)
+    .backlog(4096)
+    .h1_allow_half_closed(false)
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let mut server_task = tokio::spawn(server);
+    tracing::info!(listen = %config.listen, admin = %config.admin_listen, brokers = %config.kafka.brokers,
+        catalog = %state.catalog, "sluice-ingest serving");
+
+    let served = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        result = &mut server_task => Some(result),
+    };
+
+    // Drain: fail readiness first, let in-flight requests finish (each awaits its acks), then
+    // flush whatever the producer still holds.
+    readiness.set_draining();
+    readiness_task.abort();
+    let result = match served {
+        Some(result) => result
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r),
+        None => {
+            tracing::info!("draining: finishing in-flight requests");
+            handle.stop(true).await;
+            server_task
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r)
+        }
+    };
+    let unflushed = producer.flush(config.shutdown_timeout).await;
+    if unflushed > 0 {
+        // Only records whose requests already failed can be left: a 2xx waited for its acks.
+        tracing::warn!(
+            unflushed,
+            "producer still held records at the flush deadline"
+        );
+    }
+    admin.stop().await;
+    tracing::info!("sluice-ingest stopped");
+    result.map_err(RunError::Io)
+}
+
+/// Keeps readiness true while Kafka answers metadata requests.
+async fn watch_kafka(producer: Producer, readiness: Arc<Readiness>, timeout: Duration) {
+    loop {
+        match producer.cluster_metadata(timeout).await {
+            Ok(_) => readiness.set_ready(),
+            Err(err) => {
+                tracing::warn!(error = %err, "Kafka does not answer metadata requests");
+                readiness.set_not_ready(format!("Kafka unreachable: {err}"));
+            }
+        }
+        tokio::time::sleep(READINESS_INTERVAL).await;
+    }
+}
+
+async fn publish_events(
+    request: HttpRequest,
+    stream: web::Path<String>,
+    mut payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, IngestError> {
+    let stream = stream.into_inner();
+    let topic = state.catalog.topic_for(&stream)?;
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok());
+    let format = BodyFormat::from_content_type(content_type)?;
+
+    let max = state.limits.max_body_bytes;
+    let declared = request
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(IngestError::BodyTooLarge { max });
+    }
+    let mut body = bytes::BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(max));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| match e {
+            actix_web::error::PayloadError::Overflow => IngestError::BodyTooLarge { max },
+            other => IngestError::Body(other.to_string()),
+        })?;
+        if body.len() + chunk.len() > max {
+            return Err(IngestError::BodyTooLarge { max });
+        }
+        body.extend_from_slice(&chunk);
+    }
+
+    let events = event::parse_body(&body, format, &state.limits)?;
+    state.topics.ensure_exists(&stream, &topic).await?;
+    let traceparent = trace::traceparent(
+        request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
+
+    let started = Instant::now();
+    let outcome = publish::publish(&state.producer, &topic, events, &traceparent).await;
+    state
+        .metrics
+        .produce_latency
+        .observe(started.elapsed().as_secs_f64());
+    Ok(outcome.into_response(&stream, &state.metrics))
+}
+
+/// `Retry-After` for 503s: 1–5 s, jittered so refused clients do not return in lockstep.
+pub fn retry_after() -> HeaderValue {
+    HeaderValue::from(rand::rng().random_range(1..=5u32))
+}

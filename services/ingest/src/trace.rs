@@ -1,0 +1,58 @@
+//! W3C `traceparent` propagation from the HTTP request to the Kafka record.
+//!
+//! A valid incoming header is passed on unchanged, so the producer's trace continues through
+//! Kafka to the gateway. Without one, ingest starts a trace of its own, so every record carries
+//! an id that logs on both sides can be joined on.
+
+use rand::Rng;
+
+/// The `traceparent` to write on the records of this request.
+pub fn traceparent(incoming: Option<&str>) -> String {
+    match incoming {
+        Some(value) if is_valid(value) => value.to_owned(),
+        _ => mint(),
+    }
+}
+
+/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, ids not all zero.
+pub fn is_valid(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let non_zero = |s: &str| s.bytes().any(|b| b != b'0');
+    matches!(parts.as_slice(), [version, trace, parent, flags]
+        if hex(version, 2) && *version != "ff" && hex(trace, 32) && non_zero(trace)
+            && hex(parent, 16) && non_zero(parent) && hex(flags, 2))
+}
+
+fn mint() -> String {
+    let mut rng = rand::rng();
+    let trace: u128 = rng.random_range(1..=u128::MAX);
+    let span: u64 = rng.random_range(1..=u64::MAX);
+    format!("00-{trace:032x}-{span:016x}-01")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_a_valid_header_and_replaces_an_invalid_one() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(traceparent(Some(valid)), valid);
+        for bad in [
+            "",
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        ] {
+            let minted = traceparent(Some(bad));
+            assert_ne!(minted, bad);
+            assert!(is_valid(&minted), "{minted}");
+        }
+        assert!(is_valid(&traceparent(None)));
+    }
+}

@@ -1,0 +1,128 @@
+//! The command line: one subcommand per scenario, plus the few parsers scenarios share.
+//!
+//! Each scenario declares its own flags next to its code (`ingest::IngestArgs`), and flattens
+//! in the shared groups (`stack::DevStackArgs`) it needs; this module only ties them together
+//! so that `sluice-bench --help` lists the scenarios and `sluice-bench <scenario> --help`
+//! documents every flag.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::ingest::IngestArgs;
+
+/// Benchmark harness for Sluice.
+///
+/// Runs a scenario against a Sluice service, either one already running (`--url`) or a dev
+/// stack (`sluice-dev`) it starts for the purpose, and reports throughput and latency along
+/// with the machine they were measured on.
+#[derive(Debug, Parser)]
+#[command(name = "sluice-bench", version, propagate_version = true)]
+pub struct Cli {
+    /// Worker threads of the load generator's async runtime [default: one per logical CPU].
+    ///
+    /// When the server runs on the same machine, fewer threads leave it more CPU; the report
+    /// states the machine either way.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A benchmark scenario.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Drive the ingest HTTP API (`POST /v1/streams/{stream}/events`) with closed-loop load,
+    /// one phase per batch size, and report events/s, requests/s, errors and latency.
+    Ingest(IngestArgs),
+}
+
+/// Parses a duration such as `10s`, `500ms`, `1.5s`, `2m` or `1h`; a bare number means seconds.
+///
+/// Hand-rolled rather than pulling a crate in: the bench needs these five forms and nothing else.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds_per_unit = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}`: use ms, s, m or h (e.g. 10s)"
+            ))
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 10s, 500ms or 2m"))?;
+    Duration::try_from_secs_f64(value * seconds_per_unit)
+        .map_err(|err| format!("`{text}` is out of range: {err}"))
+}
+
+/// Like [`parse_duration`], but rejects zero: for windows that must measure something.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations_with_and_without_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn rejects_malformed_durations() {
+        for bad in ["", "s", "10x", "ten", "1.2.3s", "-1s", "10 parsecs"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn positive_duration_rejects_zero() {
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(parse_positive_duration("3s"), Ok(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn every_flag_is_documented() {
+        use clap::CommandFactory as _;
+        let command = Cli::command();
+        command.clone().debug_assert();
+        fn check(command: &clap::Command) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "`{} --{id}` has no help text",
+                    command.get_name()
+                );
+            }
+            for sub in command.get_subcommands() {
+                check(sub);
+            }
+        }
+        check(&command);
+    }
+}

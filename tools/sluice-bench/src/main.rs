@@ -1,0 +1,74 @@
+//! `sluice-bench`: the load generator and benchmark harness for Sluice.
+//!
+//! Each scenario is a subcommand with its own module (`ingest` today; `fanout`, `idle` and
+//! friends later). The modules around them hold what every scenario needs, so a new one is
+//! mostly its load loop:
+//!
+//! - [`cli`]: the command line, and the argument parsers scenarios share;
+//! - [`machine`]: what hardware the numbers were measured on, because a figure without its
+//!   machine cannot be compared with anything;
+//! - [`stack`]: spawning the dev stack (`sluice-dev`) as the system under test and owning it
+//!   until the run ends;
+//! - [`progress`]: one line of live progress per second on stderr;
+//! - [`report`]: latency summaries from HDR histograms, tables, number formatting, JSON output.
+//!
+//! This file only builds the runtime and dispatches; results go to stdout, progress and
+//! diagnostics to stderr, so `sluice-bench ingest > result.txt` captures just the report.
+
+mod cli;
+mod ingest;
+mod machine;
+mod progress;
+mod report;
+mod stack;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+
+/// Exit code after Ctrl-C, as a shell reports a SIGINT death (128 + 2).
+const EXIT_INTERRUPTED: u8 = 130;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = cli.threads {
+        runtime.worker_threads(threads.into());
+    }
+    let runtime = match runtime.build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    runtime.block_on(async {
+        // Dropping the scenario future on Ctrl-C drops everything it owns, including the
+        // spawned dev stack, whose `kill_on_drop` then takes it down with us.
+        let outcome = tokio::select! {
+            outcome = run(cli.command) => outcome,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted");
+                return ExitCode::from(EXIT_INTERRUPTED);
+            }
+        };
+        match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Ingest(args) => ingest::run(args).await,
+    }
+}
