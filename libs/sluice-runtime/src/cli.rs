@@ -34,12 +34,22 @@ pub fn config_error(reason: impl Display) -> ! {
     std::process::exit(EXIT_CONFIG)
 }
 
+/// clap's messages span several lines (the error, the missing flags, usage, a hint); the
+/// contract is one line, so keep what comes before the usage and join it.
 fn first_line(message: &str) -> String {
-    let line = message
+    let joined = message
         .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid arguments");
-    line.trim_start_matches("error: ").trim().to_owned()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let joined = joined.trim_start_matches("error: ").trim();
+    if joined.is_empty() {
+        "invalid arguments".to_owned()
+    } else {
+        joined.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -50,5 +60,10 @@ mod tests {
     fn keeps_only_the_first_meaningful_line() {
         let text = "error: unexpected argument '--nope' found\n\nUsage: x [OPTIONS]\n";
         assert_eq!(first_line(text), "unexpected argument '--nope' found");
+        let missing = "error: the following required arguments were not provided:\n  --kafka-brokers <HOST:PORT,…>\n\nUsage: x\n";
+        assert_eq!(
+            first_line(missing),
+            "the following required arguments were not provided: --kafka-brokers <HOST:PORT,…>"
+        );
     }
 }

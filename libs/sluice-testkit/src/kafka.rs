@@ -95,6 +95,16 @@ impl TestKafka {
         })
     }
 
+    /// A broker someone else runs, such as `sluice-dev` in another process.
+    pub fn external(bootstrap: &str) -> Self {
+        Self {
+            kind: KafkaKind::External,
+            bootstrap: bootstrap.to_owned(),
+            embedded: None,
+            _container: None,
+        }
+    }
+
     async fn start_container() -> anyhow::Result<Self> {
         if !docker_available() {
             anyhow::bail!(

@@ -38,7 +38,8 @@ pub struct Child {
 }
 
 impl Child {
-    /// Starts binary `name` with `args`; stderr is inherited so its logs show in test output.
+    /// Starts binary `name` with `args`; stderr is inherited so its logs show in test output
+    /// (level from `SLUICE_TEST_CHILD_LOG`, default `warn`).
     pub fn spawn(name: &str, args: &[String], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut command = tokio::process::Command::new(binary(name));
         command
@@ -98,3 +99,10 @@ impl Child {
 }
 
 pub use nix::sys::signal::Signal as ProcessSignal;
+
+/// A loopback address with a port that was free a moment ago, for a child process's listener.
+/// (Processes cannot hand back a port-0 listener; the race with other binders is accepted.)
+pub fn free_local_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.local_addr().expect("bound address")
+}
