@@ -1,0 +1,52 @@
+# Sluice — the commands people type. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: ## Run the dev stack: embedded Kafka-protocol broker + ingest on :8090 (no Docker)
+	$(CARGO) run -p sluice-dev -- $(ARGS)
+
+.PHONY: build
+build: ## Build every binary (debug)
+	$(CARGO) build --workspace --bins
+
+.PHONY: release
+release: ## Build every binary (release)
+	$(CARGO) build --release --workspace --bins
+
+.PHONY: test
+test: build ## Run every test: unit, service and end-to-end (embedded broker; SLUICE_TEST_KAFKA_BROKERS=host:port for a real one)
+	$(CARGO) test --workspace --no-fail-fast
+
+.PHONY: test-testcontainers
+test-testcontainers: build ## Run the tests against Apache Kafka started by testcontainers (needs a Docker engine)
+	@if ! docker info >/dev/null 2>&1; then echo "skipped: no Docker (no Docker engine answers; nothing was run)"; exit 0; fi; \
+	SLUICE_TEST_KAFKA=testcontainers $(CARGO) test --workspace --no-fail-fast
+
+.PHONY: lint
+lint: ## Check formatting and clippy (warnings are errors)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: bench-ingest
+bench-ingest: ## Benchmark ingest on the embedded broker: events/s and latency, single events and batches of 100
+	$(CARGO) build --release -p sluice-dev -p sluice-bench
+	target/release/sluice-bench ingest $(ARGS)
+
+.PHONY: ci
+ci: ## What CI runs: .ci/run
+	bash .ci/run
+
+.PHONY: clean
+clean: ## Remove build output
+	$(CARGO) clean
