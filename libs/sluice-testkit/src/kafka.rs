@@ -105,7 +105,9 @@ impl TestKafka {
         }
     }
 
-    async fn start_container() -> anyhow::Result<Self> {
+    /// Apache Kafka in Docker via testcontainers; an error saying "skipped: no Docker" when no
+    /// Docker engine answers.
+    pub async fn start_container() -> anyhow::Result<Self> {
         if !docker_available() {
             anyhow::bail!(
                 "skipped: no Docker. SLUICE_TEST_KAFKA=testcontainers needs a Docker engine; \
