@@ -26,7 +26,8 @@ pub struct Watermarks {
     pub high: i64,
 }
 
-pub(crate) async fn cluster_info<F>(fetch: F) -> Result<ClusterInfo, KafkaError>
+/// Cluster summary from a blocking metadata call (`fetch` runs on the blocking pool).
+pub async fn cluster_info<F>(fetch: F) -> Result<ClusterInfo, KafkaError>
 where
     F: FnOnce() -> KafkaResult<Metadata> + Send + 'static,
 {
@@ -40,7 +41,8 @@ where
     })
 }
 
-pub(crate) async fn partition_count<F>(topic: &str, fetch: F) -> Result<usize, KafkaError>
+/// Partition count of `topic` from a blocking metadata call, or [`KafkaError::UnknownTopic`].
+pub async fn partition_count<F>(topic: &str, fetch: F) -> Result<usize, KafkaError>
 where
     F: FnOnce() -> KafkaResult<Metadata> + Send + 'static,
 {

@@ -7,12 +7,16 @@
 //! - [`service::RunningService`]: a service started in-process on `127.0.0.1:0`, stopped at will.
 //! - [`process::Child`]: a Sluice binary run as a real process (end-to-end tests), with its
 //!   stdout lines and signals.
+//! - [`sse::SseStream`]: a real HTTP SSE client, parsing like a browser's `EventSource`.
 //! - [`wait::eventually`]: wait for a condition with a deadline — never a sleep.
 
 pub mod kafka;
 pub mod process;
 pub mod service;
+pub mod sse;
 pub mod wait;
+
+pub use sse::SseStream;
 
 pub use kafka::{KafkaKind, ReadRecord, TestKafka};
 pub use service::RunningService;

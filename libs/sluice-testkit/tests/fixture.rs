@@ -10,7 +10,11 @@ async fn round_trip(kafka: &TestKafka) {
     let topic = kafka.unique_topic("fixture");
     kafka.create_topic(&topic, 3).await.unwrap();
     assert_eq!(kafka.partitions(&topic).await.unwrap(), 3);
-    let producer = Producer::new(&KafkaArgs::new(kafka.bootstrap_servers()), ProducerSettings::default()).unwrap();
+    let producer = Producer::new(
+        &KafkaArgs::new(kafka.bootstrap_servers()),
+        ProducerSettings::default(),
+    )
+    .unwrap();
     let record = OutRecord {
         topic: topic.clone(),
         key: Some(b"k".to_vec()),
@@ -19,8 +23,14 @@ async fn round_trip(kafka: &TestKafka) {
         timestamp_ms: None,
     };
     let delivered = producer.send(&record).await.unwrap();
-    let records = kafka.read_records(&topic, 1, Duration::from_secs(30)).await.unwrap();
-    assert_eq!((records[0].partition, records[0].offset), (delivered.partition, delivered.offset));
+    let records = kafka
+        .read_records(&topic, 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        (records[0].partition, records[0].offset),
+        (delivered.partition, delivered.offset)
+    );
     assert_eq!(records[0].header("h"), Some("1"));
 }
 
@@ -36,18 +46,27 @@ async fn embedded_broker_can_be_taken_down_and_brought_back() {
     assert_eq!(kafka.kind(), KafkaKind::Embedded);
     let topic = kafka.unique_topic("faults");
     kafka.create_topic(&topic, 1).await.unwrap();
-    let settings = ProducerSettings { delivery_timeout: Duration::from_millis(800), ..ProducerSettings::default() };
+    let settings = ProducerSettings {
+        delivery_timeout: Duration::from_millis(800),
+        ..ProducerSettings::default()
+    };
     let producer = Producer::new(&KafkaArgs::new(kafka.bootstrap_servers()), settings).unwrap();
-    let record = OutRecord { topic: topic.clone(), value: b"x".to_vec(), ..OutRecord::default() };
+    let record = OutRecord {
+        topic: topic.clone(),
+        value: b"x".to_vec(),
+        ..OutRecord::default()
+    };
     producer.send(&record).await.unwrap();
 
     kafka.set_brokers_up(false).unwrap();
     let err = producer.send(&record).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     kafka.set_brokers_up(true).unwrap();
-    sluice_testkit::eventually("the producer to reconnect", Duration::from_secs(60), || async {
-        producer.send(&record).await.ok()
-    })
+    sluice_testkit::eventually(
+        "the producer to reconnect",
+        Duration::from_secs(60),
+        || async { producer.send(&record).await.ok() },
+    )
     .await
     .unwrap();
 }
@@ -62,7 +81,10 @@ async fn testcontainers_kafka_runs_or_says_skipped_no_docker() {
             round_trip(&kafka).await;
         }
         Err(err) => {
-            assert!(!docker_available(), "Docker answers, yet the container did not start: {err:#}");
+            assert!(
+                !docker_available(),
+                "Docker answers, yet the container did not start: {err:#}"
+            );
             assert!(err.to_string().starts_with("skipped: no Docker"), "{err:#}");
             eprintln!("{err}");
         }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sluice_kafka::{KafkaArgs, ProducerSettings, StreamArgs, StreamCatalog};
+use sluice_runtime::cli::parse_duration;
 use sluice_runtime::logging::LogArgs;
 
 /// HTTP → Kafka: publishes events to Kafka and answers only once Kafka has them.
@@ -164,40 +165,10 @@ impl IngestConfig {
     }
 }
 
-/// Parses `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 10s or 2m"))?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{text:?} has an unknown unit; use ms, s, m or h")),
-    };
-    Ok(duration)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
-
-    #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5y").is_err());
-    }
 
     #[test]
     fn every_flag_parses_and_defaults_validate() {

@@ -1,0 +1,356 @@
+//! A stream's recent history in memory: the ring every subscriber on this pod reads.
+//!
+//! The feed appends records in the order its consumer returns them; each entry gets a sequence
+//! number and a frame built once, whose id is the stream's position *after* that record (the
+//! "head" cursor). Any subscriber whose own position equals that head can send the shared frame
+//! as is; one that is not aligned yet (resuming from a cursor another pod minted) sends the same
+//! body behind an id of its own until it is.
+//!
+//! Invariants:
+//! - `start[p]` is the first offset of partition `p` memory can still serve: every record of `p`
+//!   from `start[p]` up to `head[p]` is in the ring. A position `P` with `P[p] >= start[p]` for
+//!   every partition it needs resumes from memory; anything older must come from Kafka.
+//! - Eviction (by count and by bytes) only moves `start` forward.
+//! - `by_partition[p]` lists `(offset, seq)` of the ring's entries of `p` in offset order, so the
+//!   first entry a position needs is found by binary search, not a scan.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use sluice_sse::Cursor;
+
+/// Bytes an entry costs beyond its frame and key (the struct, the Arc, the index).
+const ENTRY_OVERHEAD: usize = 160;
+
+/// A record to append, as the feed read and mapped it.
+#[derive(Debug, Clone)]
+pub struct NewRecord<'a> {
+    pub partition: u32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    pub record_type: &'a str,
+    pub event_type: &'a str,
+    pub data: &'a str,
+}
+
+/// One record, framed.
+#[derive(Debug)]
+pub struct Entry {
+    pub seq: u64,
+    pub partition: u32,
+    pub offset: i64,
+    /// The record's Kafka timestamp (ms since the epoch), for delivery latency.
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    /// The type filters match on.
+    pub record_type: Box<str>,
+    /// `id: <head after this record>\n` followed by the body.
+    pub frame: Bytes,
+    body_start: usize,
+}
+
+impl Entry {
+    /// Frames a record whose stream position after it is `head`.
+    pub fn new(seq: u64, record: NewRecord<'_>, head: &Cursor) -> Self {
+        let NewRecord {
+            partition,
+            offset,
+            timestamp_ms,
+            key,
+            record_type,
+            event_type,
+            data,
+        } = record;
+        // The frame builder refuses types with line breaks; record mapping never produces one.
+        let frame = sluice_sse::frame::cursor_event_frame(head, Some(event_type), data)
+            .unwrap_or_else(|_| {
+                sluice_sse::frame::cursor_event_frame(head, None, data).expect("valid cursor id")
+            });
+        let body_start = frame
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(frame.len(), |i| i + 1);
+        Self {
+            seq,
+            partition,
+            offset,
+            timestamp_ms,
+            key,
+            record_type: record_type.into(),
+            frame,
+            body_start,
+        }
+    }
+
+    /// The cursor text this entry's shared frame carries.
+    pub fn id(&self) -> &[u8] {
+        // "id: " … "\n"
+        &self.frame[4..self.body_start.saturating_sub(1).max(4)]
+    }
+
+    /// The same event behind another id.
+    pub fn frame_with_id(&self, cursor: &Cursor) -> Bytes {
+        let body = &self.frame[self.body_start..];
+        let mut out = BytesMut::with_capacity(5 + cursor.encoded_len() + body.len());
+        out.put_slice(b"id: ");
+        cursor.encode_into(&mut out);
+        out.put_u8(b'\n');
+        out.put_slice(body);
+        out.freeze()
+    }
+
+    /// The head cursor after this entry.
+    pub fn head(&self) -> Cursor {
+        let text = std::str::from_utf8(self.id()).unwrap_or_default();
+        Cursor::decode(text).expect("entries carry cursors this process encoded")
+    }
+
+    fn size(&self) -> usize {
+        self.frame.len()
+            + self.key.as_ref().map_or(0, Bytes::len)
+            + self.record_type.len()
+            + ENTRY_OVERHEAD
+    }
+}
+
+/// Reading from a sequence number the ring no longer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted;
+
+/// The ring of recent entries of one stream.
+#[derive(Debug)]
+pub struct StreamLog {
+    entries: VecDeque<Arc<Entry>>,
+    first_seq: u64,
+    start: Vec<i64>,
+    head: Cursor,
+    by_partition: Vec<VecDeque<(i64, u64)>>,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+impl StreamLog {
+    /// An empty ring whose memory starts (and whose head is) at `start`.
+    pub fn new(start: Cursor, max_entries: usize, max_bytes: usize) -> Self {
+        let partitions = start.offsets.len();
+        Self {
+            entries: VecDeque::new(),
+            first_seq: 0,
+            start: start.offsets.clone(),
+            head: start,
+            by_partition: vec![VecDeque::new(); partitions],
+            bytes: 0,
+            max_entries: max_entries.max(1),
+            max_bytes: max_bytes.max(1),
+        }
+    }
+
+    /// Appends a record, evicting the oldest entries beyond the bounds.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append(&mut self, record: NewRecord<'_>) -> Arc<Entry> {
+        let (p, offset) = (record.partition as usize, record.offset);
+        self.head.set_next(p, offset + 1);
+        let seq = self.next_seq();
+        let entry = Arc::new(Entry::new(seq, record, &self.head));
+        self.bytes += entry.size();
+        if let Some(index) = self.by_partition.get_mut(p) {
+            index.push_back((offset, seq));
+        }
+        self.entries.push_back(entry.clone());
+        while self.entries.len() > self.max_entries
+            || (self.bytes > self.max_bytes && self.entries.len() > 1)
+        {
+            self.evict_one();
+        }
+        entry
+    }
+
+    fn evict_one(&mut self) {
+        if let Some(old) = self.entries.pop_front() {
+            self.first_seq += 1;
+            self.bytes -= old.size();
+            let p = old.partition as usize;
+            if let Some(index) = self.by_partition.get_mut(p) {
+                index.pop_front();
+            }
+            if let Some(start) = self.start.get_mut(p) {
+                *start = old.offset + 1;
+            }
+        }
+    }
+
+    /// The stream's position after the newest entry.
+    pub fn head(&self) -> &Cursor {
+        &self.head
+    }
+
+    /// Sequence number the next appended entry will get.
+    pub fn next_seq(&self) -> u64 {
+        self.first_seq + self.entries.len() as u64
+    }
+
+    /// Per partition, the oldest offset memory can serve.
+    pub fn start(&self) -> &[i64] {
+        &self.start
+    }
+
+    /// Whether memory holds everything `position` still needs in `partitions`.
+    pub fn covers(&self, position: &[i64], partitions: &[usize]) -> bool {
+        partitions
+            .iter()
+            .all(|&p| match (position.get(p), self.start.get(p)) {
+                (Some(pos), Some(start)) => pos >= start,
+                _ => false,
+            })
+    }
+
+    /// The first sequence number holding a record `position` needs in one of `partitions`
+    /// (or the next sequence number, when memory holds none yet).
+    pub fn first_needed(&self, position: &[i64], partitions: &[usize]) -> u64 {
+        partitions
+            .iter()
+            .filter_map(|&p| {
+                let index = self.by_partition.get(p)?;
+                let from = *position.get(p)?;
+                let i = index.partition_point(|&(offset, _)| offset < from);
+                index.get(i).map(|&(_, seq)| seq)
+            })
+            .min()
+            .unwrap_or_else(|| self.next_seq())
+    }
+
+    /// Copies up to `max` entries from `from_seq` on into `out`.
+    pub fn read(
+        &self,
+        from_seq: u64,
+        max: usize,
+        out: &mut Vec<Arc<Entry>>,
+    ) -> Result<(), Evicted> {
+        if from_seq < self.first_seq {
+            return Err(Evicted);
+        }
+        let skip = (from_seq - self.first_seq) as usize;
+        out.extend(self.entries.iter().skip(skip).take(max).cloned());
+        Ok(())
+    }
+
+    /// Entries held, for metrics.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes held, for metrics.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(partitions: usize, max_entries: usize) -> StreamLog {
+        StreamLog::new(Cursor::new(7, vec![0; partitions]), max_entries, usize::MAX)
+    }
+
+    fn push(log: &mut StreamLog, partition: u32, offset: i64) -> Arc<Entry> {
+        let data = format!("p{partition}o{offset}");
+        log.append(NewRecord {
+            partition,
+            offset,
+            timestamp_ms: 0,
+            key: None,
+            record_type: "message",
+            event_type: "message",
+            data: &data,
+        })
+    }
+
+    #[test]
+    fn shared_frames_carry_the_head_after_their_record() {
+        let mut l = log(2, 10);
+        push(&mut l, 0, 0);
+        let e = push(&mut l, 1, 0);
+        assert_eq!(e.head().offsets, vec![1, 1]);
+        let parsed = sluice_sse::parse_stream(&e.frame);
+        assert_eq!(parsed.events[0].data, "p1o0");
+        assert_eq!(
+            parsed.events[0].id.as_deref().map(str::as_bytes),
+            Some(e.id())
+        );
+    }
+
+    #[test]
+    fn a_frame_behind_another_id_keeps_its_body() {
+        let mut l = log(2, 10);
+        let e = push(&mut l, 1, 0);
+        let other = Cursor::new(7, vec![5, 1]);
+        let parsed = sluice_sse::parse_stream(&e.frame_with_id(&other));
+        assert_eq!(parsed.events[0].data, "p1o0");
+        assert_eq!(
+            parsed.events[0].id.as_deref(),
+            Some(other.encode().as_str())
+        );
+    }
+
+    #[test]
+    fn eviction_moves_start_forward_and_reads_of_evicted_entries_fail() {
+        let mut l = log(2, 3);
+        for (p, o) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+            push(&mut l, p, o);
+        }
+        assert_eq!(l.start(), &[1, 0]);
+        assert!(l.covers(&[1, 0], &[0, 1]));
+        assert!(!l.covers(&[0, 0], &[0, 1]));
+        assert!(
+            l.covers(&[0, 0], &[1]),
+            "a reader of partition 1 alone is still covered"
+        );
+        let mut out = Vec::new();
+        assert_eq!(l.read(0, 10, &mut out), Err(Evicted));
+        l.read(1, 10, &mut out).unwrap();
+        assert_eq!(
+            out.iter()
+                .map(|e| (e.partition, e.offset))
+                .collect::<Vec<_>>(),
+            vec![(1, 0), (0, 1), (1, 1)]
+        );
+    }
+
+    #[test]
+    fn first_needed_finds_the_earliest_record_a_position_lacks() {
+        let mut l = log(2, 100);
+        for (p, o) in [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2)] {
+            push(&mut l, p, o);
+        }
+        assert_eq!(l.first_needed(&[0, 0], &[0, 1]), 0);
+        assert_eq!(l.first_needed(&[2, 1], &[0, 1]), 3);
+        assert_eq!(l.first_needed(&[2, 1], &[0]), 4);
+        assert_eq!(
+            l.first_needed(&[3, 2], &[0, 1]),
+            5,
+            "nothing needed yet: the next seq"
+        );
+    }
+
+    #[test]
+    fn byte_bound_evicts_too() {
+        let mut l = StreamLog::new(Cursor::new(7, vec![0]), 1000, 3 * 200);
+        for o in 0..10 {
+            push(&mut l, 0, o);
+        }
+        assert!(
+            l.bytes() <= 600 && l.len() < 10,
+            "{} entries, {} bytes",
+            l.len(),
+            l.bytes()
+        );
+    }
+}

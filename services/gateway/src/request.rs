@@ -1,0 +1,221 @@
+//! The query of `GET /v1/streams/{stream}`: where to start and what to filter.
+
+use bytes::Bytes;
+
+use crate::subscriber::Filter;
+use crate::GatewayError;
+
+/// Where a stream starts when the client sends no cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum From {
+    Earliest,
+    #[default]
+    Latest,
+    /// Milliseconds since the epoch.
+    Since(i64),
+}
+
+/// A parsed request query.
+#[derive(Debug, Clone, Default)]
+pub struct StreamQuery {
+    pub from: From,
+    pub filter: Filter,
+    /// `lastEventId`, for clients that cannot set the `Last-Event-ID` header.
+    pub last_event_id: Option<String>,
+}
+
+/// Longest key or type a filter accepts.
+const MAX_FILTER_VALUE: usize = 1024;
+/// Most `key=` / `type=` values in one request.
+const MAX_FILTER_VALUES: usize = 256;
+
+/// Parses `from`, `since`, repeatable `key` and `type`, and `lastEventId`.
+pub fn parse_query(query: &str) -> Result<StreamQuery, GatewayError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+        .map_err(|e| GatewayError::InvalidQuery(format!("malformed query string: {e}")))?;
+    let mut parsed = StreamQuery::default();
+    let mut from = None;
+    let mut since = None;
+    for (name, value) in pairs {
+        match name.as_str() {
+            "from" => {
+                from = Some(match value.as_str() {
+                    "earliest" => From::Earliest,
+                    "latest" => From::Latest,
+                    other => {
+                        return Err(GatewayError::InvalidQuery(format!(
+                            "from={other:?}: use earliest or latest"
+                        )))
+                    }
+                })
+            }
+            "since" => since = Some(parse_since(&value)?),
+            "key" | "type" => {
+                if value.is_empty() || value.len() > MAX_FILTER_VALUE {
+                    return Err(GatewayError::InvalidQuery(format!(
+                        "{name}= must be 1 to {MAX_FILTER_VALUE} bytes"
+                    )));
+                }
+                if name == "key" {
+                    parsed.filter.keys.push(Bytes::from(value.into_bytes()));
+                } else {
+                    parsed.filter.types.push(value);
+                }
+                if parsed.filter.keys.len() + parsed.filter.types.len() > MAX_FILTER_VALUES {
+                    return Err(GatewayError::InvalidQuery(format!(
+                        "at most {MAX_FILTER_VALUES} key= and type= values"
+                    )));
+                }
+            }
+            "lastEventId" => parsed.last_event_id = Some(value).filter(|v| !v.is_empty()),
+            _ => {}
+        }
+    }
+    parsed.from = match (from, since) {
+        (Some(_), Some(_)) => {
+            return Err(GatewayError::InvalidQuery(
+                "give from= or since=, not both".into(),
+            ))
+        }
+        (_, Some(ms)) => From::Since(ms),
+        (Some(f), None) => f,
+        (None, None) => From::Latest,
+    };
+    Ok(parsed)
+}
+
+/// `since=` as RFC 3339 (`2026-11-21T05:00:00Z`, fractions and offsets allowed) or epoch ms.
+pub fn parse_since(text: &str) -> Result<i64, GatewayError> {
+    let bad = || {
+        GatewayError::InvalidQuery(format!(
+            "since={text:?}: use RFC 3339 (2026-11-21T05:00:00Z) or epoch milliseconds"
+        ))
+    };
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map_err(|_| bad());
+    }
+    parse_rfc3339(text).ok_or_else(bad)
+}
+
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let s = text.get(range)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut millis = 0;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let padded = format!("{:0<3}", &fraction[..digits.min(3)]);
+        millis = padded.parse::<i64>().ok()?;
+        rest = &fraction[digits..];
+    }
+    let offset_minutes = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6
+            && (rest.starts_with('+') || rest.starts_with('-'))
+            && &rest[3..4] == ":" =>
+        {
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            sign * (rest[1..3].parse::<i64>().ok()? * 60 + rest[4..6].parse::<i64>().ok()?)
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    Some(
+        ((days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60) * 1000)
+            + millis,
+    )
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_filters_and_start() {
+        let q = parse_query("from=earliest&key=a&key=b%20c&type=order&lastEventId=xyz&other=1")
+            .unwrap();
+        assert_eq!(q.from, From::Earliest);
+        assert_eq!(q.filter.keys, vec![Bytes::from("a"), Bytes::from("b c")]);
+        assert_eq!(q.filter.types, vec!["order".to_string()]);
+        assert_eq!(q.last_event_id.as_deref(), Some("xyz"));
+        assert_eq!(parse_query("").unwrap().from, From::Latest);
+        assert_eq!(parse_query("lastEventId=").unwrap().last_event_id, None);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for bad in [
+            "from=middle",
+            "since=yesterday",
+            "key=",
+            "from=latest&since=0",
+            "since=2026-13-01T00:00:00Z",
+        ] {
+            assert!(
+                matches!(parse_query(bad), Err(GatewayError::InvalidQuery(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn since_takes_rfc3339_and_epoch_ms() {
+        assert_eq!(parse_since("0").unwrap(), 0);
+        assert_eq!(parse_since("1732165200000").unwrap(), 1_732_165_200_000);
+        assert_eq!(parse_since("1970-01-01T00:00:00Z").unwrap(), 0);
+        assert_eq!(
+            parse_since("2024-11-21T05:00:00Z").unwrap(),
+            1_732_165_200_000
+        );
+        assert_eq!(
+            parse_since("2024-11-21T05:00:00.25Z").unwrap(),
+            1_732_165_200_250
+        );
+        assert_eq!(
+            parse_since("2024-11-21T06:30:00+01:30").unwrap(),
+            1_732_165_200_000
+        );
+        assert_eq!(
+            parse_since("2000-02-29T00:00:00Z").unwrap(),
+            951_782_400_000
+        );
+    }
+}

@@ -1,0 +1,676 @@
+//! One SSE connection: from a starting position to the live feed, with heartbeats,
+//! checkpoints, a lifetime and the drain.
+//!
+//! The subscriber's position `P` (next offset per partition) is the truth; every frame it sends
+//! carries `P` as it stands after that frame, so a client resuming from any id gets exactly the
+//! events after it. Where the history comes from follows from `P`:
+//!
+//! 1. **Kafka**, when some partition it needs is older than memory: a catch-up reader (bounded
+//!    per pod) reads those partitions until `P` reaches memory. Positions older than Kafka's
+//!    retention become an `event: gap` first.
+//! 2. **Memory**, then **live**: unkeyed subscribers walk the stream's ring and wait on its head.
+//!    Once `P` equals the head after an entry ("aligned"), they send the entry's shared frame
+//!    as is. Falling out of the ring (a slow reader) just sends them back to step 1.
+//! 3. Key-filtered subscribers walk memory up to the head, then register an inbox in the key
+//!    index in the same critical section, and receive only their keys' entries from then on.
+//!    They advance only the partitions their keys live in, so their cursors never claim records
+//!    they did not look at.
+//!
+//! Output goes through a small bounded channel to the HTTP body. A send that cannot complete
+//! within the write timeout means the socket has been unwritable that long: the socket is shut
+//! down and the client resumes by cursor. Nothing here ever blocks the feed or other clients.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rand::Rng as _;
+use sluice_kafka::murmur2::partition_for_key;
+use sluice_sse::frame;
+use sluice_sse::Cursor;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::feed::{Feed, Inbox};
+use crate::hub::FeedLease;
+use crate::kafka::KafkaContext;
+use crate::log::{Entry, Evicted};
+use crate::metrics::{GatewayMetrics, ReasonLabel, ResumeLabel};
+use crate::record::map_record;
+
+/// Entries taken from the ring per read.
+const BATCH: usize = 256;
+/// Catch-up output is flushed at this size.
+const CATCHUP_CHUNK_BYTES: usize = 32 * 1024;
+/// How long a catch-up reader waits for a record before the loop looks at timers.
+const CATCHUP_POLL: Duration = Duration::from_millis(250);
+
+/// Connection timing, from the gateway's flags.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub checkpoint_interval: Duration,
+    pub retry: Duration,
+    pub lifetime: Option<Duration>,
+    pub drain_window: Duration,
+    pub write_timeout: Duration,
+    /// Entries queued for a key-filtered subscriber before it falls back to reading by position.
+    pub inbox_events: usize,
+}
+
+/// What a subscriber wants from the stream.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub keys: Vec<Bytes>,
+    pub types: Vec<String>,
+}
+
+impl Filter {
+    pub fn is_keyed(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    pub fn is_filtered(&self) -> bool {
+        !self.keys.is_empty() || !self.types.is_empty()
+    }
+
+    fn wants_type(&self, record_type: &str) -> bool {
+        self.types.is_empty() || self.types.iter().any(|t| t == record_type)
+    }
+
+    fn wants_key(&self, key: Option<&[u8]>) -> bool {
+        self.keys.is_empty() || key.is_some_and(|k| self.keys.iter().any(|want| want.as_ref() == k))
+    }
+}
+
+/// Where a subscription starts, and how it got there (for the resume metric).
+#[derive(Debug, Clone)]
+pub struct Start {
+    pub position: Cursor,
+    /// Set when the client sent a cursor.
+    pub resumed: bool,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    ClientGone,
+    Unwritable,
+    Lifetime,
+    Drain,
+    FeedStopped,
+    KafkaError,
+}
+
+impl End {
+    fn reason(self) -> &'static str {
+        match self {
+            End::ClientGone => "client_gone",
+            End::Unwritable => "write_timeout",
+            End::Lifetime => "lifetime",
+            End::Drain => "drain",
+            End::FeedStopped => "feed_stopped",
+            End::KafkaError => "kafka_error",
+        }
+    }
+}
+
+/// The sending half of a connection's body.
+#[derive(Debug)]
+pub struct Out {
+    tx: mpsc::Sender<Bytes>,
+    socket: Option<std::os::fd::RawFd>,
+    write_timeout: Duration,
+    last_sent: Instant,
+}
+
+impl Out {
+    /// A body channel of `capacity` chunks; `socket` is shut down if it stays unwritable.
+    pub fn channel(
+        capacity: usize,
+        socket: Option<std::os::fd::RawFd>,
+        write_timeout: Duration,
+    ) -> (Self, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (
+            Self {
+                tx,
+                socket,
+                write_timeout,
+                last_sent: Instant::now(),
+            },
+            rx,
+        )
+    }
+
+    async fn send(&mut self, bytes: Bytes) -> Result<(), End> {
+        match self.tx.send_timeout(bytes, self.write_timeout).await {
+            Ok(()) => {
+                self.last_sent = Instant::now();
+                Ok(())
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(End::ClientGone),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                // The body has not been pulled for the whole timeout: the kernel will not take
+                // more. The receiver is still alive, so actix still owns this descriptor.
+                if let Some(fd) = self.socket.filter(|_| !self.tx.is_closed()) {
+                    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+                }
+                Err(End::Unwritable)
+            }
+        }
+    }
+}
+
+/// Everything a connection task needs.
+#[derive(Debug)]
+pub struct Subscriber {
+    lease: FeedLease,
+    kafka: Arc<KafkaContext>,
+    metrics: GatewayMetrics,
+    filter: Filter,
+    /// Partitions this subscriber reads: all, or those its keys live in.
+    needed: Vec<usize>,
+    position: Cursor,
+    resumed: bool,
+    aligned: bool,
+    /// The position moved since the last id sent (filtered streams send checkpoints).
+    dirty: bool,
+    last_checkpoint: Instant,
+    end_at: Option<(Instant, End)>,
+    timing: Timing,
+    drain: CancellationToken,
+    out: Out,
+    inbox_events: usize,
+}
+
+impl Subscriber {
+    pub fn new(
+        lease: FeedLease,
+        kafka: Arc<KafkaContext>,
+        filter: Filter,
+        start: Start,
+        timing: Timing,
+        drain: CancellationToken,
+        out: Out,
+    ) -> Self {
+        let feed = &lease.feed;
+        let needed = if filter.is_keyed() {
+            let mut parts: Vec<usize> = filter
+                .keys
+                .iter()
+                .map(|k| partition_for_key(k, feed.partitions as u32) as usize)
+                .collect();
+            parts.sort_unstable();
+            parts.dedup();
+            parts
+        } else {
+            (0..feed.partitions).collect()
+        };
+        let now = Instant::now();
+        let end_at = timing.lifetime.map(|lifetime| {
+            let jitter = rand::rng().random_range(0.9..1.1);
+            (now + lifetime.mul_f64(jitter), End::Lifetime)
+        });
+        Self {
+            metrics: kafka.metrics.clone(),
+            lease,
+            kafka,
+            filter,
+            needed,
+            position: start.position,
+            resumed: start.resumed,
+            aligned: false,
+            dirty: false,
+            last_checkpoint: now,
+            end_at,
+            drain,
+            inbox_events: timing.inbox_events,
+            timing,
+            out,
+        }
+    }
+
+    fn feed(&self) -> &Arc<Feed> {
+        &self.lease.feed
+    }
+
+    /// Runs the connection until it ends, and counts how it ended.
+    pub async fn run(mut self) {
+        let end = self.serve().await;
+        if matches!(end, End::Lifetime | End::Drain) {
+            // Tell the client when to come back; jittered so a drain does not become a storm.
+            let retry = self.jittered_retry();
+            let _ = self.out.send(frame::retry_frame(retry)).await;
+        }
+        self.metrics
+            .disconnects
+            .get_or_create(&ReasonLabel {
+                reason: end.reason(),
+            })
+            .inc();
+    }
+
+    fn jittered_retry(&self) -> u64 {
+        frame::jittered_retry(
+            self.timing.retry.as_millis() as u64,
+            0.5,
+            rand::rng().random(),
+        )
+    }
+
+    async fn serve(&mut self) -> End {
+        let first = self.jittered_retry();
+        if let Err(end) = self.out.send(frame::retry_frame(first)).await {
+            return end;
+        }
+        loop {
+            let result = match self
+                .feed()
+                .memory_start(&self.position.offsets, &self.needed)
+            {
+                Some(seq) => {
+                    self.count_resume("memory", "exact");
+                    if self.filter.is_keyed() {
+                        self.serve_keyed(seq).await
+                    } else {
+                        self.serve_memory(seq).await
+                    }
+                }
+                None => self.catch_up().await,
+            };
+            match result {
+                // Fell behind memory (or caught up from Kafka): go round again from `P`.
+                Ok(()) => continue,
+                Err(end) => return end,
+            }
+        }
+    }
+
+    fn count_resume(&mut self, source: &'static str, outcome: &'static str) {
+        if std::mem::take(&mut self.resumed) {
+            self.metrics
+                .resumes
+                .get_or_create(&ResumeLabel { source, outcome })
+                .inc();
+        }
+    }
+
+    /// Unkeyed: walk the ring from `seq`, then follow its head. `Ok` when the ring evicted
+    /// what this subscriber still needed.
+    async fn serve_memory(&mut self, mut next: u64) -> Result<(), End> {
+        let feed = self.feed().clone();
+        let mut head = feed.watch_head();
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            head.borrow_and_update();
+            batch.clear();
+            if feed.read(next, BATCH, &mut batch, None) == Err(Evicted) {
+                return Ok(());
+            }
+            if let Some(last) = batch.last() {
+                next = last.seq + 1;
+                self.deliver_unkeyed(&batch).await?;
+                continue;
+            }
+            let changed = async {
+                if head.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            self.wait(changed).await?;
+        }
+    }
+
+    async fn deliver_unkeyed(&mut self, batch: &[Arc<Entry>]) -> Result<(), End> {
+        let mut frames: Vec<Bytes> = Vec::new();
+        let mut newest = 0;
+        for entry in batch {
+            let p = entry.partition as usize;
+            if entry.offset < self.position.offsets[p] {
+                continue; // before the cursor: the client has it
+            }
+            self.position.set_next(p, entry.offset + 1);
+            if !self.filter.wants_type(&entry.record_type) {
+                self.dirty = true;
+                continue;
+            }
+            if !self.aligned && self.position.encode().as_bytes() == entry.id() {
+                self.aligned = true;
+            }
+            frames.push(if self.aligned {
+                entry.frame.clone()
+            } else {
+                entry.frame_with_id(&self.position)
+            });
+            newest = newest.max(entry.timestamp_ms);
+        }
+        self.flush(frames, newest).await
+    }
+
+    /// Key-filtered: walk memory from `seq` to the head, register in the key index, then take
+    /// entries from the inbox. `Ok` when the ring or the inbox dropped something it needed.
+    async fn serve_keyed(&mut self, mut next: u64) -> Result<(), End> {
+        let feed = self.feed().clone();
+        let inbox = Inbox::new(self.inbox_events);
+        let keys = self.filter.keys.clone();
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            batch.clear();
+            let registered = match feed.read(next, BATCH, &mut batch, Some((&keys, &inbox))) {
+                Ok(registered) => registered,
+                Err(Evicted) => return Ok(()),
+            };
+            if let Some(last) = batch.last() {
+                next = last.seq + 1;
+            }
+            let delivered = self.deliver_keyed(&batch).await;
+            if registered {
+                let guard = Registration {
+                    feed: feed.clone(),
+                    keys: keys.clone(),
+                    inbox: inbox.clone(),
+                };
+                delivered?;
+                return self.follow_inbox(&inbox, guard).await;
+            }
+            delivered?;
+        }
+    }
+
+    async fn follow_inbox(
+        &mut self,
+        inbox: &Arc<Inbox>,
+        _registration: Registration,
+    ) -> Result<(), End> {
+        let feed = self.feed().clone();
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let notified = inbox.notify.notified();
+            // Head first, then the inbox: every entry before this head that wants one of our
+            // keys has already been pushed, so after draining, the head is a position we hold.
+            let (_, head) = feed.snapshot();
+            batch.clear();
+            let overflowed = inbox.drain(&mut batch).is_err();
+            self.deliver_keyed(&batch).await?;
+            if overflowed {
+                return Ok(());
+            }
+            for &p in &self.needed {
+                if head.offsets[p] > self.position.offsets[p] {
+                    self.position.set_next(p, head.offsets[p]);
+                    self.dirty = true;
+                }
+            }
+            if batch.is_empty() {
+                self.wait(notified).await?;
+            }
+        }
+    }
+
+    async fn deliver_keyed(&mut self, batch: &[Arc<Entry>]) -> Result<(), End> {
+        let mut frames = Vec::new();
+        let mut newest = 0;
+        for entry in batch {
+            let p = entry.partition as usize;
+            if !self.needed.contains(&p) || entry.offset < self.position.offsets[p] {
+                continue;
+            }
+            self.position.set_next(p, entry.offset + 1);
+            if self.filter.wants_key(entry.key.as_deref())
+                && self.filter.wants_type(&entry.record_type)
+            {
+                frames.push(entry.frame_with_id(&self.position));
+                newest = newest.max(entry.timestamp_ms);
+            } else {
+                self.dirty = true;
+            }
+        }
+        self.flush(frames, newest).await
+    }
+
+    /// Reads from Kafka the partitions whose position is older than memory, until memory
+    /// covers them all.
+    async fn catch_up(&mut self) -> Result<(), End> {
+        let feed = self.feed().clone();
+        let floor = feed.memory_floor();
+        let behind: Vec<usize> = self
+            .needed
+            .iter()
+            .copied()
+            .filter(|&p| self.position.offsets[p] < floor[p])
+            .collect();
+        let watermarks = match self.kafka.watermarks(&feed.topic, feed.partitions).await {
+            Ok(w) => w,
+            Err(err) => {
+                tracing::warn!(stream = %feed.stream, error = %err, "catch-up cannot read watermarks");
+                return Err(End::KafkaError);
+            }
+        };
+        let mut lost = Vec::new();
+        for &p in &behind {
+            let low = watermarks[p].low;
+            if self.position.offsets[p] < low {
+                lost.push(serde_json::json!({
+                    "partition": p,
+                    "from": self.position.offsets[p],
+                    "to": low,
+                    "lost": low - self.position.offsets[p],
+                }));
+                self.position.set_next(p, low);
+            }
+        }
+        if lost.is_empty() {
+            self.count_resume("kafka", "exact");
+        } else {
+            self.count_resume("kafka", "gap");
+            let data = serde_json::json!({ "stream": feed.stream, "partitions": lost }).to_string();
+            let gap = frame::cursor_event_frame(&self.position, Some("gap"), &data)
+                .expect("valid gap frame");
+            self.out.send(gap).await?;
+            self.aligned = false;
+        }
+
+        let positions: Vec<(usize, i64)> = behind
+            .iter()
+            .map(|&p| (p, self.position.offsets[p]))
+            .collect();
+        let reader = tokio::select! {
+            reader = self.kafka.catchup_reader(&feed.topic, &positions) => reader,
+            _ = self.out.tx.closed() => return Err(End::ClientGone),
+        };
+        let reader = match reader {
+            Ok(reader) => reader,
+            Err(err) => {
+                tracing::warn!(stream = %feed.stream, error = %err, "cannot start a catch-up reader");
+                return Err(End::KafkaError);
+            }
+        };
+        let mut chunk = BytesMut::new();
+        let mut newest = 0;
+        // The memory floor only moves forward; re-read it every few hundred records.
+        let mut since_check = 0usize;
+        loop {
+            if since_check == 0 && self.covered_by(&feed.memory_floor()) {
+                break;
+            }
+            match reader.next(CATCHUP_POLL).await {
+                Ok(Some(record)) => {
+                    let p = record.partition as usize;
+                    if p >= self.position.offsets.len() || record.offset < self.position.offsets[p]
+                    {
+                        continue;
+                    }
+                    self.position.set_next(p, record.offset + 1);
+                    let mapped = map_record(
+                        record.type_header.as_deref(),
+                        record.key.as_deref(),
+                        record.value.as_deref(),
+                    );
+                    if self.filter.wants_key(record.key.as_deref())
+                        && self.filter.wants_type(&mapped.record_type)
+                    {
+                        let framed = frame::cursor_event_frame(
+                            &self.position,
+                            Some(&mapped.event_type),
+                            &mapped.data,
+                        )
+                        .unwrap_or_else(|_| {
+                            frame::cursor_event_frame(&self.position, None, &mapped.data)
+                                .expect("valid id")
+                        });
+                        chunk.extend_from_slice(&framed);
+                        newest = newest.max(record.timestamp_ms);
+                        self.metrics.events_sent.inc();
+                    } else {
+                        self.dirty = true;
+                    }
+                    if chunk.len() >= CATCHUP_CHUNK_BYTES {
+                        self.send_chunk(chunk.split().freeze(), newest).await?;
+                    }
+                    since_check = (since_check + 1) % 256;
+                }
+                Ok(None) => {
+                    if !chunk.is_empty() {
+                        self.send_chunk(chunk.split().freeze(), newest).await?;
+                    }
+                    self.tick().await?;
+                    since_check = 0;
+                }
+                Err(err) => {
+                    tracing::warn!(stream = %feed.stream, error = %err, "catch-up read failed");
+                    return Err(End::KafkaError);
+                }
+            }
+            if self.out.tx.is_closed() {
+                return Err(End::ClientGone);
+            }
+        }
+        if !chunk.is_empty() {
+            self.send_chunk(chunk.freeze(), newest).await?;
+        }
+        Ok(())
+    }
+
+    fn covered_by(&self, floor: &[i64]) -> bool {
+        self.needed
+            .iter()
+            .all(|&p| self.position.offsets[p] >= floor[p])
+    }
+
+    async fn send_chunk(&mut self, chunk: Bytes, newest_ms: i64) -> Result<(), End> {
+        self.metrics.bytes_sent.inc_by(chunk.len() as u64);
+        self.observe_latency(newest_ms);
+        self.out.send(chunk).await
+    }
+
+    async fn flush(&mut self, frames: Vec<Bytes>, newest_ms: i64) -> Result<(), End> {
+        if frames.is_empty() {
+            return self.tick().await;
+        }
+        self.dirty = false;
+        self.metrics.events_sent.inc_by(frames.len() as u64);
+        let chunk = if frames.len() == 1 {
+            frames.into_iter().next().unwrap_or_default()
+        } else {
+            // One write for a burst; the copy is cheaper than a syscall per frame.
+            let mut joined = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+            for f in &frames {
+                joined.extend_from_slice(f);
+            }
+            joined.freeze()
+        };
+        self.metrics.bytes_sent.inc_by(chunk.len() as u64);
+        self.observe_latency(newest_ms);
+        self.out.send(chunk).await?;
+        self.tick().await
+    }
+
+    fn observe_latency(&self, newest_ms: i64) {
+        if newest_ms > 0 {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            self.metrics
+                .delivery_latency
+                .observe(((now_ms - newest_ms).max(0) as f64) / 1000.0);
+        }
+    }
+
+    /// Waits for `event` while keeping the connection's timers: heartbeat, checkpoint, end.
+    async fn wait(&mut self, event: impl std::future::Future<Output = ()>) -> Result<(), End> {
+        tokio::pin!(event);
+        loop {
+            let due = self.next_due();
+            tokio::select! {
+                biased;
+                _ = self.out.tx.closed() => return Err(End::ClientGone),
+                _ = self.drain.cancelled(), if !matches!(self.end_at, Some((_, End::Drain))) => self.begin_drain(),
+                _ = &mut event => return Ok(()),
+                _ = tokio::time::sleep_until(due) => self.tick().await?,
+            }
+        }
+    }
+
+    fn begin_drain(&mut self) {
+        let window = self.timing.drain_window.as_secs_f64();
+        let delay = Duration::from_secs_f64(rand::rng().random_range(0.0..=window.max(0.0)));
+        let at = Instant::now() + delay;
+        if self.end_at.is_none_or(|(t, _)| at < t) {
+            self.end_at = Some((at, End::Drain));
+        }
+    }
+
+    fn next_due(&self) -> Instant {
+        let mut due = self.out.last_sent + self.timing.heartbeat;
+        if self.filter.is_filtered() && self.dirty {
+            due = due.min(self.last_checkpoint + self.timing.checkpoint_interval);
+        }
+        if let Some((at, _)) = self.end_at {
+            due = due.min(at);
+        }
+        due
+    }
+
+    /// Does whatever is due now: end, checkpoint, heartbeat.
+    async fn tick(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        if self.drain.is_cancelled() && !matches!(self.end_at, Some((_, End::Drain))) {
+            self.begin_drain();
+        }
+        if let Some((at, why)) = self.end_at {
+            if now >= at {
+                return Err(why);
+            }
+        }
+        if self.filter.is_filtered()
+            && self.dirty
+            && now >= self.last_checkpoint + self.timing.checkpoint_interval
+        {
+            self.dirty = false;
+            self.last_checkpoint = now;
+            return self
+                .out
+                .send(frame::cursor_checkpoint_frame(&self.position))
+                .await;
+        }
+        if now >= self.out.last_sent + self.timing.heartbeat {
+            return self.out.send(frame::comment("")).await;
+        }
+        Ok(())
+    }
+}
+
+/// Removes an inbox from the key index when the subscriber leaves the inbox phase.
+struct Registration {
+    feed: Arc<Feed>,
+    keys: Vec<Bytes>,
+    inbox: Arc<Inbox>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.feed.unregister(&self.keys, &self.inbox);
+    }
+}

@@ -1,0 +1,530 @@
+//! Service tests: `sluice-gateway` in-process on port 0 against the test kit's Kafka, read with
+//! a real HTTP client and the reference SSE parser.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sluice_gateway::GatewayConfig;
+use sluice_kafka::{KafkaArgs, OutRecord, Producer, ProducerSettings};
+use sluice_sse::{Cursor, ParsedEvent};
+use sluice_testkit::sse::Next;
+use sluice_testkit::{RunningService, SseStream, TestKafka};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Fixture {
+    kafka: TestKafka,
+    producer: Producer,
+    http: reqwest::Client,
+}
+
+impl Fixture {
+    async fn start() -> Self {
+        let kafka = TestKafka::start().await.expect("Kafka for tests");
+        let producer = Producer::new(
+            &KafkaArgs::new(kafka.bootstrap_servers()),
+            ProducerSettings::default(),
+        )
+        .unwrap();
+        Self {
+            kafka,
+            producer,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn topic(&self, partitions: i32) -> String {
+        let topic = self.kafka.unique_topic("gw");
+        self.kafka.create_topic(&topic, partitions).await.unwrap();
+        topic
+    }
+
+    async fn gateway(&self, tweak: impl FnOnce(&mut GatewayConfig)) -> RunningService {
+        let mut config = GatewayConfig::for_brokers(self.kafka.bootstrap_servers());
+        config.workers = 2;
+        tweak(&mut config);
+        let gateway = RunningService::start(move |l, a, s| sluice_gateway::run(config, l, a, s));
+        gateway.wait_ready(WAIT).await.unwrap();
+        gateway
+    }
+
+    /// Publishes `n` events `{prefix}-{i}` with type `t{i % 2}` and key `k{i % keys}`.
+    async fn publish(&self, topic: &str, prefix: &str, n: usize, keys: usize) {
+        let mut pending = Vec::new();
+        for i in 0..n {
+            let record = OutRecord {
+                topic: topic.to_owned(),
+                key: Some(format!("k{}", i % keys).into_bytes()),
+                value: format!("\"{prefix}-{i}\"").into_bytes(),
+                headers: vec![("sse-event".into(), format!("t{}", i % 2).into_bytes())],
+                timestamp_ms: None,
+            };
+            pending.push(self.producer.enqueue(&record).unwrap());
+        }
+        for p in pending {
+            p.acknowledged().await.unwrap();
+        }
+    }
+
+    async fn open(
+        &self,
+        gateway: &RunningService,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> SseStream {
+        SseStream::connect(&self.http, &gateway.url(path), last_event_id)
+            .await
+            .unwrap()
+    }
+}
+
+async fn read_n(stream: &mut SseStream, n: usize) -> Vec<ParsedEvent> {
+    let mut events = Vec::with_capacity(n);
+    while events.len() < n {
+        events.push(stream.next_event(WAIT).await.unwrap());
+    }
+    events
+}
+
+fn data(events: &[ParsedEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| serde_json::from_str::<String>(&e.data).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_from_earliest_then_tails_live() {
+    let f = Fixture::start().await;
+    let topic = f.topic(1).await;
+    f.publish(&topic, "old", 50, 5).await;
+    let gateway = f.gateway(|_| {}).await;
+    let mut stream = f
+        .open(
+            &gateway,
+            &format!("/v1/streams/{topic}?from=earliest"),
+            None,
+        )
+        .await;
+    let events = read_n(&mut stream, 50).await;
+    assert_eq!(
+        data(&events),
+        (0..50).map(|i| format!("old-{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(events[1].event_type, "t1");
+    assert!(stream.retry_ms().is_some(), "the first frame sets retry:");
+
+    f.publish(&topic, "new", 5, 5).await;
+    let live = read_n(&mut stream, 5).await;
+    assert_eq!(
+        data(&live),
+        (0..5).map(|i| format!("new-{i}")).collect::<Vec<_>>()
+    );
+    // Every id is a cursor of this stream: next offset after the event.
+    let cursor = Cursor::decode(live[4].id.as_deref().unwrap()).unwrap();
+    assert_eq!(cursor.offsets, vec![55]);
+    gateway.stop(WAIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_is_the_default_and_skips_history() {
+    let f = Fixture::start().await;
+    let topic = f.topic(2).await;
+    f.publish(&topic, "old", 20, 4).await;
+    let gateway = f.gateway(|_| {}).await;
+    let mut stream = f
+        .open(&gateway, &format!("/v1/streams/{topic}"), None)
+        .await;
+    f.publish(&topic, "new", 4, 4).await;
+    let mut got = data(&read_n(&mut stream, 4).await);
+    got.sort();
+    assert_eq!(got, vec!["new-0", "new-1", "new-2", "new-3"]);
+    gateway.stop(WAIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_on_another_gateway_exactly_after_the_last_id() {
+    let f = Fixture::start().await;
+    let topic = f.topic(3).await;
+    f.publish(&topic, "e", 300, 17).await;
+    let a = f.gateway(|_| {}).await;
+    let b = f.gateway(|_| {}).await;
+    let mut first = f
+        .open(&a, &format!("/v1/streams/{topic}?from=earliest"), None)
+        .await;
+    let head = read_n(&mut first, 120).await;
+    let last_id = head.last().unwrap().id.clone().unwrap();
+    drop(first);
+
+    let mut second = f
+        .open(
+            &b,
+            &format!("/v1/streams/{topic}?from=earliest"),
+            Some(&last_id),
+        )
+        .await;
+    let tail = read_n(&mut second, 180).await;
+    let mut all = data(&head);
+    all.extend(data(&tail));
+    let mut sorted = all.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 300, "every event exactly once");
+    // Per-partition order: events of one key are in publish order.
+    let mut last_by_key: HashMap<usize, usize> = HashMap::new();
+    for d in &all {
+        let i: usize = d.trim_start_matches("e-").parse().unwrap();
+        if let Some(prev) = last_by_key.insert(i % 17, i) {
+            assert!(i > prev, "key order broken: {prev} then {i}");
+        }
+    }
+    assert!(
+        second.next(Duration::from_millis(300)).await.is_err(),
+        "nothing more"
+    );
+    a.stop(WAIT).await.unwrap();
+    b.stop(WAIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_older_than_memory_is_read_from_kafka() {
+    let f = Fixture::start().await;
+    let topic = f.topic(2).await;
+    f.publish(&topic, "e", 400, 8).await;
+    // A ring of 50 events: the cursor from the start must come from Kafka, then hand off.
+    let gateway = f.gateway(|c| c.ring_events = 50).await;
+    let mut stream = f
+        .open(
+            &gateway,
+            &format!("/v1/streams/{topic}?from=earliest"),
+            None,
+        )
+        .await;
+    let events = read_n(&mut stream, 400).await;
+    let mut got = data(&events);
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 400);
+    f.publish(&topic, "live", 3, 8).await;
+    assert_eq!(read_n(&mut stream, 3).await.len(), 3);
+    let metrics = f
+        .http
+        .get(gateway.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sluice_gateway_connections_active 1"),
+        "{metrics}"
+    );
+    gateway.stop(WAIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_and_type_filters_deliver_only_matches_and_checkpoint() {
+    let f = Fixture::start().await;
+    let topic = f.topic(4).await;
+    let gateway = f
+        .gateway(|c| c.checkpoint_interval = Duration::from_millis(100))
+        .await;
+    let mut keyed = f
+        .open(
+            &gateway,
+            &format!("/v1/streams/{topic}?from=earliest&key=k3&key=k5"),
+            None,
+        )
+        .await;
+    let mut typed = f
+        .open(
+            &gateway,
+            &format!("/v1/streams/{topic}?from=earliest&type=t1"),
+            None,
+        )
+        .await;
+    f.publish(&topic, "e", 100, 10).await;
+
+    let keyed_events = read_n(&mut keyed, 20).await;
+    for e in &keyed_events {
+        let i: usize = serde_json::from_str::<String>(&e.data)
+            .unwrap()
+            .trim_start_matches("e-")
+            .parse()
+            .unwrap();
+        assert!(i % 10 == 3 || i % 10 == 5, "unexpected event {i}");
+    }
+    let typed_events = read_n(&mut typed, 50).await;
+    assert!(typed_events.iter().all(|e| e.event_type == "t1"));
+
+    // Filtered streams get id-only checkpoints once the position moved past filtered-out data.
+    f.publish(&topic, "skipped", 1, 1).await; // key k0, type t0: neither stream wants it
+    let before = typed.last_event_id();
+    typed
+        .read_until(WAIT, |s| s.last_event_id() != before)
+        .await
+        .unwrap();
+    let checkpoint = Cursor::decode(&typed.last_event_id().unwrap()).unwrap();
+    assert_eq!(
+        checkpoint.offsets.iter().sum::<i64>(),
+        101,
+        "the checkpoint covers every record"
+    );
+    gateway.stop(WAIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_a_quiet_stream_alive() {
+    let f = Fixture::start().await;
+    let topic = f.topic(1).await;
+    let gateway = f
+        .gateway(|c| c.heartbeat = Duration::from_millis(100))
+        .await;
+    let mut stream = f
+        .open(&gateway, &format!("/v1/streams/{topic}"), None)
+        .await;
+    stream
+        .read_until(WAIT, |s| !s.take_comments().is_empty())
+        .await
+        .unwrap();
+    gateway.stop(WAIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_json_errors_before_the_stream() {
+    let f = Fixture::start().await;
+    let topic = f.topic(2).await;
+    let other = f.topic(2).await;
+    let gateway = f.gateway(|c| c.streams.streams = vec!["gw-*".into()]).await;
+    let foreign = Cursor::new(sluice_sse::stream_fingerprint(&other), vec![0, 0]).encode();
+    let too_wide = Cursor::new(sluice_sse::stream_fingerprint(&topic), vec![0, 0, 0]).encode();
+    let cases = [
+        (
+            format!("/v1/streams/{topic}"),
+            Some("garbage!"),
+            400,
+            "invalid_cursor",
+        ),
+        (
+            format!("/v1/streams/{topic}"),
+            Some(foreign.as_str()),
+            400,
+            "invalid_cursor",
+        ),
+        (
+            format!("/v1/streams/{topic}"),
+            Some(too_wide.as_str()),
+            400,
+            "invalid_query",
+        ),
+        (
+            format!("/v1/streams/{topic}?lastEventId=AAAA"),
+            None,
+            400,
+            "invalid_cursor",
+        ),
+        (
+            format!("/v1/streams/{topic}?from=middle"),
+            None,
+            400,
+            "invalid_query",
+        ),
+        (
+            format!("/v1/streams/{topic}?since=yesterday"),
+            None,
+            400,
+            "invalid_query",
+        ),
+        (
+            "/v1/streams/not-allowed".to_owned(),
+            None,
+            404,
+            "unknown_stream",
+        ),
+        (
+            "/v1/streams/bad%20name".to_owned(),
+            None,
+            400,
+            "invalid_stream_name",
+        ),
+    ];
+    for (path, id, status, code) in cases {
+        let mut request = f.http.get(gateway.url(&path));
+        if let Some(id) = id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path} {id:?}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{path} {id:?}: {body}");
+    }
+    gateway.stop(WAIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_with_503_at_the_connection_limit() {
+    let f = Fixture::start().await;
+    let topic = f.topic(1).await;
+    let gateway = f.gateway(|c| c.max_connections = 2).await;
+    let _one = f
+        .open(&gateway, &format!("/v1/streams/{topic}"), None)
+        .await;
+    let _two = f
+        .open(&gateway, &format!("/v1/streams/{topic}"), None)
+        .await;
+    let response = f
+        .http
+        .get(gateway.url(&format!("/v1/streams/{topic}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry_after));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_connections");
+    gateway.stop(WAIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_does_not_slow_another_and_is_closed() {
+    use tokio::io::AsyncWriteExt;
+
+    let f = Fixture::start().await;
+    let topic = f.topic(1).await;
+    let gateway = f
+        .gateway(|c| c.write_timeout = Duration::from_millis(500))
+        .await;
+    // A raw client that sends its request and never reads a byte.
+    let mut stuck = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let request = format!("GET /v1/streams/{topic} HTTP/1.1\r\nHost: x\r\n\r\n");
+    stuck.write_all(request.as_bytes()).await.unwrap();
+    let mut reader = f
+        .open(&gateway, &format!("/v1/streams/{topic}"), None)
+        .await;
+    sluice_testkit::eventually("both connections open", WAIT, || async {
+        let m = f
+            .http
+            .get(gateway.admin_url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        m.contains("sluice_gateway_connections_active 2")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+
+    // ~20 MB: far more than the socket buffers of the stuck client can absorb.
+    let big = "x".repeat(10_000);
+    for batch in 0..20 {
+        let mut pending = Vec::new();
+        for i in 0..100 {
+            let record = OutRecord {
+                topic: topic.clone(),
+                value: format!("\"{batch}-{i}-{big}\"").into_bytes(),
+                ..OutRecord::default()
+            };
+            pending.push(f.producer.enqueue(&record).unwrap());
+        }
+        for p in pending {
+            p.acknowledged().await.unwrap();
+        }
+    }
+    let got = read_n(&mut reader, 2000).await;
+    assert_eq!(got.len(), 2000);
+    sluice_testkit::eventually("the stuck connection to be closed", WAIT, || async {
+        let m = f
+            .http
+            .get(gateway.admin_url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        m.contains("sluice_gateway_disconnects_total{reason=\"write_timeout\"} 1")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    gateway.stop(WAIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_gap_is_announced_then_the_stream_continues_from_earliest() {
+    let f = Fixture::start().await;
+    if !f.kafka.supports_fault_injection() {
+        eprintln!(
+            "skipped: needs the embedded broker's small retention (a real broker keeps the data)"
+        );
+        return;
+    }
+    let topic = f.topic(1).await;
+    // The embedded broker keeps about 5 MiB per partition: 8 MB (uncompressed, so they count
+    // in full) pushes the start forward.
+    let settings = ProducerSettings {
+        compression: "none".into(),
+        ..ProducerSettings::default()
+    };
+    let producer = Producer::new(&KafkaArgs::new(f.kafka.bootstrap_servers()), settings).unwrap();
+    let big = "y".repeat(100_000);
+    for i in 0..80 {
+        let record = OutRecord {
+            topic: topic.clone(),
+            value: format!("\"{i}-{big}\"").into_bytes(),
+            ..OutRecord::default()
+        };
+        producer.send(&record).await.unwrap();
+    }
+    let gateway = f.gateway(|c| c.ring_events = 10).await;
+    let from_zero = Cursor::new(sluice_sse::stream_fingerprint(&topic), vec![0]).encode();
+    let mut stream = f
+        .open(&gateway, &format!("/v1/streams/{topic}"), Some(&from_zero))
+        .await;
+    let gap = stream.next_event(WAIT).await.unwrap();
+    assert_eq!(gap.event_type, "gap");
+    let body: serde_json::Value = serde_json::from_str(&gap.data).unwrap();
+    let low = body["partitions"][0]["to"].as_i64().unwrap();
+    assert!(low > 0, "{body}");
+    assert_eq!(body["partitions"][0]["lost"].as_i64().unwrap(), low);
+    let first = stream.next_event(WAIT).await.unwrap();
+    assert!(serde_json::from_str::<String>(&first.data)
+        .unwrap()
+        .starts_with(&format!("{low}-")));
+    let remaining = 80 - low as usize - 1;
+    assert_eq!(read_n(&mut stream, remaining).await.len(), remaining);
+    gateway.stop(WAIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_closes_streams_with_a_retry_and_refuses_new_ones() {
+    let f = Fixture::start().await;
+    let topic = f.topic(1).await;
+    let gateway = f
+        .gateway(|c| c.drain_window = Duration::from_millis(300))
+        .await;
+    let mut stream = f
+        .open(&gateway, &format!("/v1/streams/{topic}"), None)
+        .await;
+    gateway.begin_shutdown();
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(Next::Ended) = stream.next(WAIT).await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ends within the drain window");
+    assert!(stream.retry_ms().is_some());
+    gateway.stop(WAIT).await.unwrap();
+}
