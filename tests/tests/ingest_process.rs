@@ -13,11 +13,7 @@ const STARTUP: Duration = Duration::from_secs(30);
 async fn wait_ready(admin: std::net::SocketAddr) {
     let http = reqwest::Client::new();
     sluice_testkit::eventually("the process to become ready", STARTUP, || async {
-        let response = http
-            .get(format!("http://{admin}/readyz"))
-            .send()
-            .await
-            .ok()?;
+        let response = http.get(format!("http://{admin}/readyz")).send().await.ok()?;
         response.status().is_success().then_some(())
     })
     .await
@@ -29,12 +25,7 @@ fn positions(reply: &Value) -> Vec<(i32, i64)> {
         .as_array()
         .expect("events")
         .iter()
-        .map(|e| {
-            (
-                e["partition"].as_i64().unwrap() as i32,
-                e["offset"].as_i64().unwrap(),
-            )
-        })
+        .map(|e| (e["partition"].as_i64().unwrap() as i32, e["offset"].as_i64().unwrap()))
         .collect()
 }
 
@@ -75,10 +66,7 @@ async fn sigterm_during_a_burst_keeps_every_acknowledged_event_and_exits_zero() 
                 let Ok(response) = sent else { return };
                 if response.status() == 200 {
                     if let Ok(reply) = response.json::<Value>().await {
-                        acked
-                            .lock()
-                            .unwrap()
-                            .extend(positions(&reply).into_iter().zip(data));
+                        acked.lock().unwrap().extend(positions(&reply).into_iter().zip(data));
                     }
                 }
             }
@@ -208,10 +196,7 @@ async fn sluice_dev_runs_broker_and_ingest_and_lets_other_processes_join() {
         &[],
     )
     .unwrap();
-    let bootstrap = dev
-        .wait_for_line("KAFKA_BOOTSTRAP=", STARTUP)
-        .await
-        .unwrap();
+    let bootstrap = dev.wait_for_line("KAFKA_BOOTSTRAP=", STARTUP).await.unwrap();
     assert_eq!(
         dev.wait_for_line("INGEST_URL=", STARTUP).await.unwrap(),
         format!("http://{ingest}")
@@ -230,20 +215,14 @@ async fn sluice_dev_runs_broker_and_ingest_and_lets_other_processes_join() {
 
     // Another process (this test) reads it through the printed bootstrap address.
     let records = read_from(&bootstrap, "demo", 1).await;
-    assert_eq!(
-        records[0].value.as_deref(),
-        Some(&br#"{"hello":"world"}"#[..])
-    );
+    assert_eq!(records[0].value.as_deref(), Some(&br#"{"hello":"world"}"#[..]));
     assert_eq!(records[0].header("sse-event"), Some("greeting"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sluice_dev_broker_only_serves_a_separate_ingest() {
     let broker = Child::spawn("sluice-dev", &["--broker-only".to_owned()], &[]).unwrap();
-    let bootstrap = broker
-        .wait_for_line("KAFKA_BOOTSTRAP=", STARTUP)
-        .await
-        .unwrap();
+    let bootstrap = broker.wait_for_line("KAFKA_BOOTSTRAP=", STARTUP).await.unwrap();
     let (listen, admin) = (free_local_addr(), free_local_addr());
     let _ingest = Child::spawn(
         "sluice-ingest",
@@ -271,8 +250,5 @@ async fn sluice_dev_broker_only_serves_a_separate_ingest() {
 
 async fn read_from(bootstrap: &str, topic: &str, n: usize) -> Vec<sluice_testkit::ReadRecord> {
     let kafka = sluice_testkit::kafka::TestKafka::external(bootstrap);
-    kafka
-        .read_records(topic, n, Duration::from_secs(30))
-        .await
-        .unwrap()
+    kafka.read_records(topic, n, Duration::from_secs(30)).await.unwrap()
 }

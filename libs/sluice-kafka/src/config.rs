@@ -19,11 +19,7 @@ const FIXED_PROPERTIES: &[&str] = &[
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers, `host:port[,host:port…]`.
-    #[arg(
-        long = "kafka-brokers",
-        env = "SLUICE_KAFKA_BROKERS",
-        value_name = "HOST:PORT,…"
-    )]
+    #[arg(long = "kafka-brokers", env = "SLUICE_KAFKA_BROKERS", value_name = "HOST:PORT,…")]
     pub brokers: String,
 
     /// Any librdkafka property, `key=value`, given to every Kafka client (repeatable). This is how
@@ -58,9 +54,7 @@ impl KafkaArgs {
         }
         let config = self.client_config()?;
         // Building the native configuration is where librdkafka checks names and values.
-        config
-            .create_native_config()
-            .map_err(KafkaError::ClientConfig)?;
+        config.create_native_config().map_err(KafkaError::ClientConfig)?;
         Ok(())
     }
 
@@ -74,9 +68,7 @@ impl KafkaArgs {
                     entry: entry.clone(),
                     reason: reason.to_owned(),
                 };
-                let (key, value) = entry
-                    .split_once('=')
-                    .ok_or_else(|| invalid("expected key=value"))?;
+                let (key, value) = entry.split_once('=').ok_or_else(|| invalid("expected key=value"))?;
                 let key = key.trim();
                 if key.is_empty() {
                     return Err(invalid("the property name is empty"));
@@ -117,11 +109,7 @@ mod tests {
             .client_config()
             .unwrap();
         assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
-        assert_eq!(
-            config.get("sasl.password"),
-            Some("a=b"),
-            "only the first '=' separates"
-        );
+        assert_eq!(config.get("sasl.password"), Some("a=b"), "only the first '=' separates");
         assert_eq!(config.get("bootstrap.servers"), Some("127.0.0.1:9092"));
     }
 
@@ -135,10 +123,7 @@ mod tests {
     fn refuses_to_override_fixed_properties() {
         for entry in ["acks=1", "enable.idempotence=false", "partitioner=random"] {
             let err = args(&[entry]).validate().unwrap_err();
-            assert!(
-                err.to_string().contains("Sluice sets this property itself"),
-                "{err}"
-            );
+            assert!(err.to_string().contains("Sluice sets this property itself"), "{err}");
         }
     }
 

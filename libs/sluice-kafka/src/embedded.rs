@@ -59,9 +59,7 @@ impl EmbeddedBroker {
                             partitions,
                             reply,
                         } => {
-                            let result = cluster
-                                .create_topic(&name, partitions, 1)
-                                .map_err(KafkaError::Kafka);
+                            let result = cluster.create_topic(&name, partitions, 1).map_err(KafkaError::Kafka);
                             let _ = reply.send(result);
                         }
                         Command::SetBrokersUp { up, reply } => {
@@ -76,9 +74,7 @@ impl EmbeddedBroker {
                     }
                 }
             })
-            .map_err(|e| {
-                KafkaError::Task(format!("cannot start the embedded broker thread: {e}"))
-            })?;
+            .map_err(|e| KafkaError::Task(format!("cannot start the embedded broker thread: {e}")))?;
         let bootstrap = ready_rx
             .recv()
             .map_err(|_| KafkaError::Task("the embedded broker thread exited at start".into()))??;
@@ -108,10 +104,7 @@ impl EmbeddedBroker {
         self.call(|reply| Command::SetBrokersUp { up, reply })
     }
 
-    fn call(
-        &self,
-        command: impl FnOnce(mpsc::Sender<Result<(), KafkaError>>) -> Command,
-    ) -> Result<(), KafkaError> {
+    fn call(&self, command: impl FnOnce(mpsc::Sender<Result<(), KafkaError>>) -> Command) -> Result<(), KafkaError> {
         let gone = || KafkaError::Task("the embedded broker has stopped".into());
         let (reply, response) = mpsc::channel();
         self.commands

@@ -58,9 +58,7 @@ where
         Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => return Err(unknown()),
         Some(code) => {
             let code = rdkafka::types::RDKafkaErrorCode::from(code);
-            return Err(KafkaError::Kafka(
-                rdkafka::error::KafkaError::MetadataFetch(code),
-            ));
+            return Err(KafkaError::Kafka(rdkafka::error::KafkaError::MetadataFetch(code)));
         }
     }
     if found.partitions().is_empty() {
@@ -86,9 +84,7 @@ where
     Ok(Watermarks { low, high })
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, KafkaError> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, KafkaError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| KafkaError::Task(e.to_string()))

@@ -119,10 +119,7 @@ impl Producer {
             .set("partitioner", "murmur2_random")
             .set("linger.ms", settings.linger.as_millis().to_string())
             .set("compression.type", &settings.compression)
-            .set(
-                "message.timeout.ms",
-                settings.delivery_timeout.as_millis().to_string(),
-            )
+            .set("message.timeout.ms", settings.delivery_timeout.as_millis().to_string())
             .set("message.max.bytes", settings.max_message_bytes.to_string());
         // Requests must be able to time out before the delivery deadline, or a hung broker
         // would hold records until message.timeout.ms regardless.
@@ -190,26 +187,16 @@ impl Producer {
     }
 
     /// Asks the cluster for its metadata; used for readiness. See [`crate::metadata`].
-    pub async fn cluster_metadata(
-        &self,
-        timeout: Duration,
-    ) -> Result<crate::metadata::ClusterInfo, KafkaError> {
+    pub async fn cluster_metadata(&self, timeout: Duration) -> Result<crate::metadata::ClusterInfo, KafkaError> {
         let inner = self.inner.clone();
         crate::metadata::cluster_info(move || inner.client().fetch_metadata(None, timeout)).await
     }
 
     /// Partition count of `topic`, or [`KafkaError::UnknownTopic`].
-    pub async fn partition_count(
-        &self,
-        topic: &str,
-        timeout: Duration,
-    ) -> Result<usize, KafkaError> {
+    pub async fn partition_count(&self, topic: &str, timeout: Duration) -> Result<usize, KafkaError> {
         let inner = self.inner.clone();
         let name = topic.to_owned();
-        crate::metadata::partition_count(topic, move || {
-            inner.client().fetch_metadata(Some(&name), timeout)
-        })
-        .await
+        crate::metadata::partition_count(topic, move || inner.client().fetch_metadata(Some(&name), timeout)).await
     }
 }
 
@@ -255,14 +242,8 @@ mod tests {
             stored_timestamp(Timestamp::LogAppendTime(create + 5), create),
             create + 5
         );
-        assert_eq!(
-            stored_timestamp(Timestamp::LogAppendTime(1234), create),
-            create
-        );
-        assert_eq!(
-            stored_timestamp(Timestamp::CreateTime(create), create),
-            create
-        );
+        assert_eq!(stored_timestamp(Timestamp::LogAppendTime(1234), create), create);
+        assert_eq!(stored_timestamp(Timestamp::CreateTime(create), create), create);
         assert_eq!(stored_timestamp(Timestamp::NotAvailable, create), create);
     }
 }

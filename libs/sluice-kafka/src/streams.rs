@@ -28,12 +28,7 @@ pub struct StreamArgs {
     pub topic_prefix: String,
 
     /// Streams that exist: comma-separated names or globs such as `orders.*`.
-    #[arg(
-        long = "streams",
-        env = "SLUICE_STREAMS",
-        default_value = "*",
-        value_delimiter = ','
-    )]
+    #[arg(long = "streams", env = "SLUICE_STREAMS", default_value = "*", value_delimiter = ',')]
     pub streams: Vec<String>,
 }
 
@@ -146,10 +141,7 @@ mod tests {
 
     #[test]
     fn maps_names_to_prefixed_topics() {
-        assert_eq!(
-            catalog("sse.", &["*"]).topic_for("orders").unwrap(),
-            "sse.orders"
-        );
+        assert_eq!(catalog("sse.", &["*"]).topic_for("orders").unwrap(), "sse.orders");
         assert_eq!(catalog("", &["*"]).topic_for("orders").unwrap(), "orders");
     }
 
@@ -159,28 +151,16 @@ mod tests {
         assert!(c.topic_for("orders.eu").is_ok());
         assert!(c.topic_for("prices").is_ok());
         assert!(c.topic_for("user-1").is_ok());
-        assert_eq!(
-            c.topic_for("user-12"),
-            Err(StreamError::NotAllowed("user-12".into()))
-        );
-        assert_eq!(
-            c.topic_for("pricesx"),
-            Err(StreamError::NotAllowed("pricesx".into()))
-        );
-        assert_eq!(
-            c.topic_for("orders"),
-            Err(StreamError::NotAllowed("orders".into()))
-        );
+        assert_eq!(c.topic_for("user-12"), Err(StreamError::NotAllowed("user-12".into())));
+        assert_eq!(c.topic_for("pricesx"), Err(StreamError::NotAllowed("pricesx".into())));
+        assert_eq!(c.topic_for("orders"), Err(StreamError::NotAllowed("orders".into())));
     }
 
     #[test]
     fn rejects_invalid_names() {
         let c = catalog("", &["*"]);
         for bad in ["", "a/b", "a b", "ü", &"x".repeat(250)] {
-            assert!(
-                matches!(c.topic_for(bad), Err(StreamError::InvalidName(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(c.topic_for(bad), Err(StreamError::InvalidName(_))), "{bad:?}");
         }
         assert!(c.topic_for(&"x".repeat(249)).is_ok());
         // The prefix counts against Kafka's limit.

@@ -62,11 +62,7 @@ impl Readiness {
         } else if self.ready.load(Ordering::SeqCst) {
             Ok(())
         } else {
-            Err(self
-                .reason
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone())
+            Err(self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone())
         }
     }
 }
@@ -85,15 +81,8 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Serves the admin endpoints on `listener` until [`AdminServer::stop`].
-    pub fn start(
-        listener: TcpListener,
-        registry: Arc<Registry>,
-        readiness: Arc<Readiness>,
-    ) -> std::io::Result<Self> {
-        let state = web::Data::new(AdminState {
-            registry,
-            readiness,
-        });
+    pub fn start(listener: TcpListener, registry: Arc<Registry>, readiness: Arc<Readiness>) -> std::io::Result<Self> {
+        let state = web::Data::new(AdminState { registry, readiness });
         let server: Server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -135,11 +124,7 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
     let mut body = String::with_capacity(16 * 1024);
     if let Err(err) = prometheus_client::encoding::text::encode(&mut body, &state.registry) {
-        return error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "metrics",
-            &err.to_string(),
-        );
+        return error_response(StatusCode::INTERNAL_SERVER_ERROR, "metrics", &err.to_string());
     }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

@@ -12,9 +12,7 @@ pub fn parse_or_exit<T: clap::Parser>() -> T {
     match T::try_parse() {
         Ok(parsed) => parsed,
         Err(err) => match err.kind() {
-            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                err.exit()
-            }
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => err.exit(),
             _ => config_error(first_line(&err.to_string())),
         },
     }
@@ -56,9 +54,7 @@ fn first_line(message: &str) -> String {
 /// Parses `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let n: u64 = number
         .parse()
@@ -91,7 +87,8 @@ mod tests {
     fn keeps_only_the_first_meaningful_line() {
         let text = "error: unexpected argument '--nope' found\n\nUsage: x [OPTIONS]\n";
         assert_eq!(first_line(text), "unexpected argument '--nope' found");
-        let missing = "error: the following required arguments were not provided:\n  --kafka-brokers <HOST:PORT,…>\n\nUsage: x\n";
+        let missing =
+            "error: the following required arguments were not provided:\n  --kafka-brokers <HOST:PORT,…>\n\nUsage: x\n";
         assert_eq!(
             first_line(missing),
             "the following required arguments were not provided: --kafka-brokers <HOST:PORT,…>"

@@ -13,9 +13,7 @@ fn main() {
     for partitions in [12usize, 64, 256] {
         let mut cursor = Cursor::new(
             stream_fingerprint("orders"),
-            (0..partitions as i64)
-                .map(|p| 1_000_000_000 + p * 37)
-                .collect(),
+            (0..partitions as i64).map(|p| 1_000_000_000 + p * 37).collect(),
         );
         let iterations = 200_000;
         let start = Instant::now();
@@ -24,8 +22,8 @@ fn main() {
             let partition = i % partitions;
             let next = cursor.offsets[partition] + 1;
             cursor.set_next(partition, next);
-            let frame = cursor_event_frame(&cursor, Some("order.created"), data)
-                .expect("the event type is a single line");
+            let frame =
+                cursor_event_frame(&cursor, Some("order.created"), data).expect("the event type is a single line");
             bytes += black_box(frame).len();
         }
         let elapsed = start.elapsed();

@@ -94,12 +94,7 @@ impl<'a, B: BufMut> Encoder<'a, B> {
         let mut triples = input.chunks_exact(3);
         for t in &mut triples {
             let v = (u32::from(t[0]) << 16) | (u32::from(t[1]) << 8) | u32::from(t[2]);
-            chars[n..n + 4].copy_from_slice(&[
-                sextet(v >> 18),
-                sextet(v >> 12),
-                sextet(v >> 6),
-                sextet(v),
-            ]);
+            chars[n..n + 4].copy_from_slice(&[sextet(v >> 18), sextet(v >> 12), sextet(v >> 6), sextet(v)]);
             n += 4;
         }
         // Only the final flush can leave a partial group: full blocks are multiples of 3.
@@ -135,10 +130,7 @@ pub(crate) fn decode(text: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::with_capacity(text.len() / 4 * 3 + 2);
     let mut quads = text.chunks_exact(4);
     for quad in &mut quads {
-        let v = (value(quad[0])? << 18)
-            | (value(quad[1])? << 12)
-            | (value(quad[2])? << 6)
-            | value(quad[3])?;
+        let v = (value(quad[0])? << 18) | (value(quad[1])? << 12) | (value(quad[2])? << 6) | value(quad[3])?;
         out.extend_from_slice(&[(v >> 16) as u8, (v >> 8) as u8, v as u8]);
     }
     match *quads.remainder() {

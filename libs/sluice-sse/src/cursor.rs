@@ -59,11 +59,7 @@ pub const MAX_PARTITIONS: usize = 10_000;
 /// [`MAX_PARTITIONS`] partitions (about 117 KiB). That one has a 9-byte base, a 1-byte zero
 /// delta for the partition at the base (there always is one), and 9-byte deltas elsewhere.
 pub const MAX_ENCODED_LEN: usize = base64url::encoded_len(
-    HEADER_LEN
-        + varint_len(MAX_PARTITIONS as u64)
-        + MAX_VARINT_LEN
-        + 1
-        + MAX_VARINT_LEN * (MAX_PARTITIONS - 1),
+    HEADER_LEN + varint_len(MAX_PARTITIONS as u64) + MAX_VARINT_LEN + 1 + MAX_VARINT_LEN * (MAX_PARTITIONS - 1),
 );
 
 /// Version byte plus fingerprint.
@@ -145,10 +141,7 @@ impl Cursor {
     /// A cursor at `offsets` (next offset to read, per partition) in the stream with
     /// `fingerprint`.
     pub fn new(fingerprint: u32, offsets: Vec<i64>) -> Self {
-        Self {
-            fingerprint,
-            offsets,
-        }
+        Self { fingerprint, offsets }
     }
 
     /// The cursor after delivering a record of `partition` at offset `next - 1`: the same
@@ -207,9 +200,7 @@ impl Cursor {
             .iter()
             .map(|&o| varint_len(o.wrapping_sub(base) as u64))
             .sum();
-        base64url::encoded_len(
-            HEADER_LEN + varint_len(self.offsets.len() as u64) + varint_len(base as u64) + varints,
-        )
+        base64url::encoded_len(HEADER_LEN + varint_len(self.offsets.len() as u64) + varint_len(base as u64) + varints)
     }
 
     /// The cursor's text.
@@ -286,9 +277,7 @@ impl Cursor {
         for _ in 0..count {
             let delta = reader.varint()?;
             has_base |= delta == 0;
-            let offset = base
-                .checked_add(delta as i64)
-                .ok_or(CursorError::Overflow)?;
+            let offset = base.checked_add(delta as i64).ok_or(CursorError::Overflow)?;
             offsets.push(offset);
         }
         // The encoder always stores the smallest offset as the base (0 for no partitions).
@@ -299,10 +288,7 @@ impl Cursor {
         if !reader.bytes.is_empty() {
             return Err(CursorError::TrailingBytes);
         }
-        Ok(Self {
-            fingerprint,
-            offsets,
-        })
+        Ok(Self { fingerprint, offsets })
     }
 
     fn base(&self) -> i64 {
@@ -350,10 +336,7 @@ impl Reader<'_> {
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], CursorError> {
-        let (head, rest) = self
-            .bytes
-            .split_first_chunk::<N>()
-            .ok_or(CursorError::Truncated)?;
+        let (head, rest) = self.bytes.split_first_chunk::<N>().ok_or(CursorError::Truncated)?;
         self.bytes = rest;
         Ok(*head)
     }
@@ -519,10 +502,7 @@ mod tests {
                 raw(&varint(MAX_PARTITIONS as u64 + 1)),
                 TooManyPartitions(MAX_PARTITIONS as u64 + 1),
             ),
-            (
-                raw(&varint(u64::MAX >> 1)),
-                TooManyPartitions(u64::MAX >> 1),
-            ),
+            (raw(&varint(u64::MAX >> 1)), TooManyPartitions(u64::MAX >> 1)),
             // A 10-byte varint.
             (raw(&[0xFF; 10]), Overflow),
             // base + delta beyond i64::MAX.

@@ -63,11 +63,7 @@ pub fn event_frame(id: &str, event_type: Option<&str>, data: &str) -> Result<Byt
 
 /// [`event_frame`] with the cursor's text as the id, encoded directly into the frame. A
 /// cursor's text is base64url, so only the event type can be refused.
-pub fn cursor_event_frame(
-    cursor: &Cursor,
-    event_type: Option<&str>,
-    data: &str,
-) -> Result<Bytes, FrameError> {
+pub fn cursor_event_frame(cursor: &Cursor, event_type: Option<&str>, data: &str) -> Result<Bytes, FrameError> {
     build_event(Id::Cursor(cursor), event_type, data)
 }
 
@@ -151,12 +147,7 @@ fn build_event(id: Id<'_>, event_type: Option<&str>, data: &str) -> Result<Bytes
         Id::Text(text) => text.len(),
         Id::Cursor(cursor) => cursor.encoded_len(),
     };
-    let len = ID.len()
-        + id_len
-        + 1
-        + event_type.map_or(0, |t| EVENT.len() + t.len() + 1)
-        + lines_len(DATA, data)
-        + 1;
+    let len = ID.len() + id_len + 1 + event_type.map_or(0, |t| EVENT.len() + t.len() + 1) + lines_len(DATA, data) + 1;
 
     let mut out = BytesMut::with_capacity(len);
     out.put_slice(ID);
@@ -186,9 +177,7 @@ fn check_single_line(value: &str, error: FrameError) -> Result<(), FrameError> {
 
 /// Bytes taken by `put_lines(prefix, text)`.
 fn lines_len(prefix: &[u8], text: &str) -> usize {
-    split_lines(text)
-        .map(|line| prefix.len() + line.len() + 1)
-        .sum()
+    split_lines(text).map(|line| prefix.len() + line.len() + 1).sum()
 }
 
 fn put_lines(out: &mut BytesMut, prefix: &[u8], text: &str) {
@@ -242,10 +231,7 @@ mod tests {
     #[test]
     fn writes_id_type_and_data_lines() {
         let frame = event_frame("c1", Some("order.created"), "{\"a\":1}").unwrap();
-        assert_eq!(
-            text(&frame),
-            "id: c1\nevent: order.created\ndata: {\"a\":1}\n\n"
-        );
+        assert_eq!(text(&frame), "id: c1\nevent: order.created\ndata: {\"a\":1}\n\n");
     }
 
     #[test]
@@ -259,10 +245,7 @@ mod tests {
     #[test]
     fn splits_data_on_every_kind_of_line_break() {
         let frame = event_frame("c1", None, "a\r\nb\rc\nd").unwrap();
-        assert_eq!(
-            text(&frame),
-            "id: c1\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
-        );
+        assert_eq!(text(&frame), "id: c1\ndata: a\ndata: b\ndata: c\ndata: d\n\n");
         let frame = event_frame("c1", None, "a\n").unwrap();
         assert_eq!(text(&frame), "id: c1\ndata: a\ndata: \n\n");
     }
@@ -287,10 +270,7 @@ mod tests {
         for bad in ["a\nb", "a\rb", "a\r\n", "\0", "x\0y"] {
             assert_eq!(event_frame(bad, None, "x"), Err(FrameError::InvalidId));
             assert_eq!(checkpoint_frame(bad), Err(FrameError::InvalidId));
-            assert_eq!(
-                event_frame("c1", Some(bad), "x"),
-                Err(FrameError::InvalidEventType)
-            );
+            assert_eq!(event_frame("c1", Some(bad), "x"), Err(FrameError::InvalidEventType));
         }
     }
 
@@ -298,10 +278,7 @@ mod tests {
     fn cursor_frames_carry_the_cursor_text() {
         let cursor = Cursor::new(stream_fingerprint("orders"), vec![5, 9, 1_000_000]);
         let frame = cursor_event_frame(&cursor, Some("t"), "x").unwrap();
-        assert_eq!(
-            frame,
-            event_frame(&cursor.encode(), Some("t"), "x").unwrap()
-        );
+        assert_eq!(frame, event_frame(&cursor.encode(), Some("t"), "x").unwrap());
         assert_eq!(
             cursor_checkpoint_frame(&cursor),
             checkpoint_frame(&cursor.encode()).unwrap()
@@ -324,17 +301,11 @@ mod tests {
     #[test]
     fn comments_keep_every_line_a_comment() {
         let frame = comment("keep\nalive\r\ndata: evil\rid: evil");
-        assert_eq!(
-            text(&frame),
-            ": keep\n: alive\n: data: evil\n: id: evil\n\n"
-        );
+        assert_eq!(text(&frame), ": keep\n: alive\n: data: evil\n: id: evil\n\n");
         let parsed = parse_stream(&frame);
         assert!(parsed.events.is_empty());
         assert_eq!(parsed.last_event_id, None);
-        assert_eq!(
-            parsed.comments,
-            vec!["keep", "alive", "data: evil", "id: evil"]
-        );
+        assert_eq!(parsed.comments, vec!["keep", "alive", "data: evil", "id: evil"]);
         assert_eq!(text(&comment("")), ": \n\n");
     }
 
@@ -345,10 +316,7 @@ mod tests {
         let parsed = parse_stream(&frame);
         assert!(parsed.events.is_empty());
         assert_eq!(parsed.retry_ms, Some(3_000));
-        assert_eq!(
-            text(&retry_frame(u64::MAX)),
-            "retry: 18446744073709551615\n\n"
-        );
+        assert_eq!(text(&retry_frame(u64::MAX)), "retry: 18446744073709551615\n\n");
     }
 
     #[test]
@@ -387,12 +355,7 @@ mod tests {
     }
 
     fn with_line_break() -> impl Strategy<Value = String> {
-        (
-            "[^\r\n\0]{0,8}",
-            prop_oneof!["\r", "\n", "\r\n", "\0"],
-            ".{0,8}",
-        )
-            .prop_map(|(a, b, c)| format!("{a}{b}{c}"))
+        ("[^\r\n\0]{0,8}", prop_oneof!["\r", "\n", "\r\n", "\0"], ".{0,8}").prop_map(|(a, b, c)| format!("{a}{b}{c}"))
     }
 
     proptest! {

@@ -228,10 +228,7 @@ mod tests {
         let parsed = parse_stream(b"data:test\n\ndata: test\n\n");
         assert_eq!(
             parsed.events,
-            vec![
-                event(None, "message", "test"),
-                event(None, "message", "test")
-            ]
+            vec![event(None, "message", "test"), event(None, "message", "test")]
         );
     }
 
@@ -291,10 +288,7 @@ mod tests {
         assert_eq!(parse_stream(b"retry: 10\nretry: 1x\n").retry_ms, Some(10));
         assert_eq!(parse_stream(b"retry: -1\n").retry_ms, None);
         assert_eq!(parse_stream(b"retry:\n").retry_ms, None);
-        assert_eq!(
-            parse_stream(b"retry: 99999999999999999999999\n").retry_ms,
-            None
-        );
+        assert_eq!(parse_stream(b"retry: 99999999999999999999999\n").retry_ms, None);
     }
 
     #[test]

@@ -31,10 +31,7 @@ fn cursor_size() {
         let equal_len = equal.encode().len();
         println!("{partitions:>10} | ~1e9, spread over 5,000        | {spread_len}");
         println!("{partitions:>10} | all equal, 1e9                 | {equal_len}");
-        assert!(
-            spread_len <= budget,
-            "{partitions} partitions: {spread_len} > {budget}"
-        );
+        assert!(spread_len <= budget, "{partitions} partitions: {spread_len} > {budget}");
         assert!(equal_len < spread_len);
         assert_eq!(Cursor::decode(&spread.encode()), Ok(spread));
     }

@@ -155,14 +155,10 @@ impl TestKafka {
         }
         let consumer = self.consumer()?;
         let name = topic.to_owned();
-        crate::eventually(
-            &format!("topic {topic} to appear"),
-            Duration::from_secs(30),
-            || {
-                let count = partition_count(&consumer, &name);
-                async move { (count == Some(partitions as usize)).then_some(()) }
-            },
-        )
+        crate::eventually(&format!("topic {topic} to appear"), Duration::from_secs(30), || {
+            let count = partition_count(&consumer, &name);
+            async move { (count == Some(partitions as usize)).then_some(()) }
+        })
         .await
     }
 
@@ -191,10 +187,7 @@ impl TestKafka {
         Ok(self
             .client_config()
             // Required even for assign(): librdkafka insists on a group id for consumers.
-            .set(
-                "group.id",
-                format!("sluice-test-{:x}", rand::random::<u64>()),
-            )
+            .set("group.id", format!("sluice-test-{:x}", rand::random::<u64>()))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .create()?)
@@ -210,8 +203,7 @@ impl TestKafka {
     ) -> anyhow::Result<Vec<ReadRecord>> {
         let consumer = self.consumer()?;
         let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || read_blocking(&consumer, &topic, expected, timeout))
-            .await?
+        tokio::task::spawn_blocking(move || read_blocking(&consumer, &topic, expected, timeout)).await?
     }
 
     /// Partition count of `topic`, as the cluster reports it.
@@ -225,9 +217,7 @@ impl TestKafka {
 }
 
 fn partition_count(consumer: &BaseConsumer, topic: &str) -> Option<usize> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .ok()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
     let t = metadata.topics().iter().find(|t| t.name() == topic)?;
     (t.error().is_none() && !t.partitions().is_empty()).then(|| t.partitions().len())
 }
@@ -238,8 +228,7 @@ fn read_blocking(
     expected: usize,
     timeout: Duration,
 ) -> anyhow::Result<Vec<ReadRecord>> {
-    let partitions = partition_count(consumer, topic)
-        .with_context(|| format!("no metadata for topic {topic}"))?;
+    let partitions = partition_count(consumer, topic).with_context(|| format!("no metadata for topic {topic}"))?;
     let mut assignment = TopicPartitionList::new();
     for p in 0..partitions as i32 {
         assignment.add_partition_offset(topic, p, Offset::Beginning)?;

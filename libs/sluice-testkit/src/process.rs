@@ -16,10 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     // target/<profile>/deps/test-hash → target/<profile>/
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("a target directory");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("a target directory");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -47,6 +44,9 @@ impl Child {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        // Children log warnings only unless asked, so test output stays readable.
+        let log = std::env::var("SLUICE_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into());
+        command.env("SLUICE_LOG", log);
         for (key, value) in env {
             command.env(key, value);
         }
@@ -72,9 +72,7 @@ impl Child {
         let what = format!("{} to print a line starting with {prefix:?}", self.name);
         crate::eventually(&what, timeout, || async {
             let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-            lines
-                .iter()
-                .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+            lines.iter().find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
         })
         .await
     }

@@ -33,11 +33,7 @@ pub enum Next {
 
 impl SseStream {
     /// `GET url` with `Last-Event-ID` when given. Fails on a non-200 answer.
-    pub async fn connect(
-        client: &reqwest::Client,
-        url: &str,
-        last_event_id: Option<&str>,
-    ) -> anyhow::Result<Self> {
+    pub async fn connect(client: &reqwest::Client, url: &str, last_event_id: Option<&str>) -> anyhow::Result<Self> {
         let mut request = client.get(url).header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);

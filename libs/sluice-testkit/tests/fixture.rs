@@ -10,11 +10,7 @@ async fn round_trip(kafka: &TestKafka) {
     let topic = kafka.unique_topic("fixture");
     kafka.create_topic(&topic, 3).await.unwrap();
     assert_eq!(kafka.partitions(&topic).await.unwrap(), 3);
-    let producer = Producer::new(
-        &KafkaArgs::new(kafka.bootstrap_servers()),
-        ProducerSettings::default(),
-    )
-    .unwrap();
+    let producer = Producer::new(&KafkaArgs::new(kafka.bootstrap_servers()), ProducerSettings::default()).unwrap();
     let record = OutRecord {
         topic: topic.clone(),
         key: Some(b"k".to_vec()),
@@ -23,10 +19,7 @@ async fn round_trip(kafka: &TestKafka) {
         timestamp_ms: None,
     };
     let delivered = producer.send(&record).await.unwrap();
-    let records = kafka
-        .read_records(&topic, 1, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let records = kafka.read_records(&topic, 1, Duration::from_secs(30)).await.unwrap();
     assert_eq!(
         (records[0].partition, records[0].offset),
         (delivered.partition, delivered.offset)
@@ -62,11 +55,9 @@ async fn embedded_broker_can_be_taken_down_and_brought_back() {
     let err = producer.send(&record).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     kafka.set_brokers_up(true).unwrap();
-    sluice_testkit::eventually(
-        "the producer to reconnect",
-        Duration::from_secs(60),
-        || async { producer.send(&record).await.ok() },
-    )
+    sluice_testkit::eventually("the producer to reconnect", Duration::from_secs(60), || async {
+        producer.send(&record).await.ok()
+    })
     .await
     .unwrap();
 }

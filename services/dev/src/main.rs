@@ -1,12 +1,16 @@
 //! `sluice-dev`: the whole stack in one process for local development — no Docker.
 //!
-//! Starts librdkafka's mock cluster (a real Kafka-protocol broker, in memory) and the ingest
-//! service on it, prints `KAFKA_BOOTSTRAP=…` so other processes can join, and ready-to-paste
-//! `curl` commands. `--broker-only` runs just the broker. Data is lost when it exits.
+//! Starts librdkafka's mock cluster (a real Kafka-protocol broker, in memory), the ingest
+//! service and `--gateways N` gateways on it, prints `KAFKA_BOOTSTRAP=…` so other processes can
+//! join, and ready-to-paste `curl` commands. `--broker-only` runs just the broker. Data is lost
+//! when it exits.
 
 use std::net::SocketAddr;
 
 use clap::Parser;
+use std::time::Duration;
+
+use sluice_gateway::GatewayConfig;
 use sluice_ingest::IngestConfig;
 use sluice_kafka::embedded::EmbeddedBroker;
 use sluice_runtime::cli::{config_error, parse_or_exit};
@@ -25,20 +29,24 @@ struct DevConfig {
     brokers: i32,
 
     /// Ingest's public listener.
-    #[arg(
-        long,
-        env = "SLUICE_DEV_INGEST_LISTEN",
-        default_value = "127.0.0.1:8090"
-    )]
+    #[arg(long, env = "SLUICE_DEV_INGEST_LISTEN", default_value = "127.0.0.1:8090")]
     ingest_listen: SocketAddr,
 
     /// Ingest's admin listener.
-    #[arg(
-        long,
-        env = "SLUICE_DEV_INGEST_ADMIN_LISTEN",
-        default_value = "127.0.0.1:9090"
-    )]
+    #[arg(long, env = "SLUICE_DEV_INGEST_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     ingest_admin_listen: SocketAddr,
+
+    /// Number of gateways, on consecutive ports from `--gateway-listen`.
+    #[arg(long, env = "SLUICE_DEV_GATEWAYS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=9))]
+    gateways: u16,
+
+    /// The first gateway's listener; gateway i listens on its port + i.
+    #[arg(long, env = "SLUICE_DEV_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    gateway_listen: SocketAddr,
+
+    /// The first gateway's admin listener; gateway i's admin listens on its port + i.
+    #[arg(long, env = "SLUICE_DEV_GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:9080")]
+    gateway_admin_listen: SocketAddr,
 
     #[command(flatten)]
     log: LogArgs,
@@ -70,32 +78,79 @@ async fn main() {
     ingest.listen = config.ingest_listen;
     ingest.admin_listen = config.ingest_admin_listen;
     ingest.log = config.log.clone();
-    ingest.shutdown_timeout = std::time::Duration::from_secs(5);
-    let listener = sluice_runtime::net::bind(ingest.listen, 1024)
-        .unwrap_or_else(|e| config_error(format!("--ingest-listen {}: {e}", ingest.listen)));
-    let admin = sluice_runtime::net::bind(ingest.admin_listen, 128).unwrap_or_else(|e| {
-        config_error(format!(
-            "--ingest-admin-listen {}: {e}",
-            ingest.admin_listen
-        ))
-    });
+    ingest.shutdown_timeout = Duration::from_secs(5);
+    let listener = bind_or_exit(ingest.listen, "--ingest-listen");
+    let admin = bind_or_exit(ingest.admin_listen, "--ingest-admin-listen");
     let ingest_addr = listener.local_addr().expect("bound address");
-    let admin_addr = admin.local_addr().expect("bound address");
     println!("INGEST_URL=http://{ingest_addr}");
-    println!("INGEST_ADMIN_URL=http://{admin_addr}");
-    print_examples(&ingest_addr.to_string(), &admin_addr.to_string());
+    println!("INGEST_ADMIN_URL=http://{}", admin.local_addr().expect("bound address"));
 
-    if let Err(err) = sluice_ingest::run(ingest, listener, admin, shutdown).await {
-        eprintln!("sluice-dev: ingest failed: {err}");
-        std::process::exit(1);
+    let mut services = tokio::task::JoinSet::new();
+    let ingest_shutdown = shutdown.clone();
+    services.spawn(async move {
+        sluice_ingest::run(ingest, listener, admin, ingest_shutdown)
+            .await
+            .map_err(|e| format!("ingest: {e}"))
+    });
+    let mut gateway_urls = Vec::new();
+    for i in 0..config.gateways {
+        let mut gateway = GatewayConfig::for_brokers(&bootstrap);
+        gateway.listen = offset_port(config.gateway_listen, i);
+        gateway.admin_listen = offset_port(config.gateway_admin_listen, i);
+        gateway.log = config.log.clone();
+        gateway.drain_window = Duration::from_secs(2);
+        let listener = bind_or_exit(gateway.listen, "--gateway-listen");
+        let admin = bind_or_exit(gateway.admin_listen, "--gateway-admin-listen");
+        let url = format!("http://{}", listener.local_addr().expect("bound address"));
+        println!("GATEWAY_URL={url}");
+        println!(
+            "GATEWAY_ADMIN_URL=http://{}",
+            admin.local_addr().expect("bound address")
+        );
+        gateway_urls.push(url);
+        let gateway_shutdown = shutdown.clone();
+        services.spawn(async move {
+            sluice_gateway::run(gateway, listener, admin, gateway_shutdown)
+                .await
+                .map_err(|e| format!("gateway {i}: {e}"))
+        });
+    }
+    print_examples(&ingest_addr.to_string(), &gateway_urls);
+
+    let mut failed = false;
+    while let Some(result) = services.join_next().await {
+        if let Ok(Err(err)) | Err(err) = result.map_err(|e| e.to_string()) {
+            eprintln!("sluice-dev: {err}");
+            failed = true;
+            shutdown.cancel();
+        }
     }
     drop(broker);
+    if failed {
+        std::process::exit(1);
+    }
 }
 
-fn print_examples(ingest: &str, admin: &str) {
+fn bind_or_exit(addr: SocketAddr, flag: &str) -> std::net::TcpListener {
+    sluice_runtime::net::bind(addr, 1024).unwrap_or_else(|e| config_error(format!("{flag} {addr}: {e}")))
+}
+
+/// `addr` with its port moved up by `by` (port 0 stays 0: the OS picks).
+fn offset_port(mut addr: SocketAddr, by: u16) -> SocketAddr {
+    if addr.port() != 0 {
+        addr.set_port(addr.port() + by);
+    }
+    addr
+}
+
+fn print_examples(ingest: &str, gateways: &[String]) {
+    let gateway = gateways.first().map_or("http://127.0.0.1:8080", String::as_str);
     println!(
         r#"
 Sluice dev stack is up (embedded broker; data lives in memory until you stop it).
+
+Watch a stream (from the beginning; Ctrl-C and re-run with -H 'Last-Event-ID: <id>' to resume):
+  curl -N '{gateway}/v1/streams/demo?from=earliest'
 
 Publish one event:
   curl -s -X POST http://{ingest}/v1/streams/demo/events \
@@ -109,9 +164,8 @@ Publish a batch (JSON array) or NDJSON:
   printf '{{"data":"a"}}\n{{"data":"b"}}\n' | curl -s -X POST http://{ingest}/v1/streams/demo/events \
        -H 'Content-Type: application/x-ndjson' --data-binary @-
 
-Health and metrics:
-  curl -s http://{admin}/readyz
-  curl -s http://{admin}/metrics | grep sluice_ingest_
+Only some keys or types:
+  curl -N '{gateway}/v1/streams/demo?from=earliest&key=user-1&type=greeting'
 
 Press Ctrl-C to stop."#
     );

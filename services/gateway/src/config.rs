@@ -155,8 +155,7 @@ mod tests {
 
     #[test]
     fn defaults_validate() {
-        let config =
-            GatewayConfig::try_parse_from(["sluice-gateway", "--kafka-brokers", "k:9092"]).unwrap();
+        let config = GatewayConfig::try_parse_from(["sluice-gateway", "--kafka-brokers", "k:9092"]).unwrap();
         config.validate().unwrap();
         assert_eq!(config.listen.port(), 8080);
         assert_eq!(config.heartbeat, Duration::from_secs(15));
@@ -164,14 +163,9 @@ mod tests {
 
     #[test]
     fn rejects_zero_limits() {
-        let config = GatewayConfig::try_parse_from([
-            "sluice-gateway",
-            "--kafka-brokers",
-            "k:9092",
-            "--ring-events",
-            "0",
-        ])
-        .unwrap();
+        let config =
+            GatewayConfig::try_parse_from(["sluice-gateway", "--kafka-brokers", "k:9092", "--ring-events", "0"])
+                .unwrap();
         assert!(config.validate().unwrap_err().contains("--ring-events"));
     }
 }

@@ -51,9 +51,9 @@ impl From<StreamError> for GatewayError {
 impl ResponseError for GatewayError {
     fn status_code(&self) -> StatusCode {
         match self {
-            GatewayError::InvalidStreamName(_)
-            | GatewayError::InvalidCursor(_)
-            | GatewayError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            GatewayError::InvalidStreamName(_) | GatewayError::InvalidCursor(_) | GatewayError::InvalidQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
             GatewayError::UnknownStream(_) => StatusCode::NOT_FOUND,
             GatewayError::TooManyConnections | GatewayError::Draining | GatewayError::Kafka(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -62,11 +62,7 @@ impl ResponseError for GatewayError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = sluice_runtime::error::error_response(
-            self.status_code(),
-            self.code(),
-            &self.to_string(),
-        );
+        let mut response = sluice_runtime::error::error_response(self.status_code(), self.code(), &self.to_string());
         if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
             // Jittered, so refused clients do not come back in lockstep.
             let seconds = rand::rng().random_range(1..=10u32);

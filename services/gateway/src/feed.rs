@@ -191,11 +191,7 @@ impl Feed {
 
     /// Per partition, the oldest offset memory still holds.
     pub fn memory_floor(&self) -> Vec<i64> {
-        self.log
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .start()
-            .to_vec()
+        self.log.read().unwrap_or_else(|e| e.into_inner()).start().to_vec()
     }
 
     /// Reads up to `max` entries from `from_seq`. When that reaches the head and `register` is
@@ -213,10 +209,7 @@ impl Feed {
         match register {
             Some((keys, inbox)) if at_head => {
                 for key in keys {
-                    self.keys
-                        .entry(key.clone())
-                        .or_default()
-                        .push(inbox.clone());
+                    self.keys.entry(key.clone()).or_default().push(inbox.clone());
                 }
                 Ok(true)
             }
@@ -273,14 +266,10 @@ impl Feed {
         let partitions = kafka.partition_count(topic).await?;
         let watermarks = kafka.watermarks(topic, partitions).await?;
         let prefill = (limits.ring_events / partitions.max(1)).max(1) as i64;
-        let offsets: Vec<i64> = watermarks
-            .iter()
-            .map(|w| w.low.max(w.high - prefill))
-            .collect();
+        let offsets: Vec<i64> = watermarks.iter().map(|w| w.low.max(w.high - prefill)).collect();
         let start = Cursor::new(sluice_sse::stream_fingerprint(topic), offsets);
         let feed = Self::detached(stream, topic, start.clone(), limits);
-        *feed.initial_high.lock().unwrap_or_else(|e| e.into_inner()) =
-            watermarks.iter().map(|w| w.high).collect();
+        *feed.initial_high.lock().unwrap_or_else(|e| e.into_inner()) = watermarks.iter().map(|w| w.high).collect();
 
         let consumer = kafka.feed_consumer(stream)?;
         let mut assignment = TopicPartitionList::new();

@@ -68,9 +68,8 @@ impl Hub {
             let feed = match started {
                 Ok(feed) => feed.clone(),
                 Err(err) => {
-                    self.slots.remove_if(stream, |_, s| {
-                        Arc::ptr_eq(s, &slot) && s.feed.get().is_none()
-                    });
+                    self.slots
+                        .remove_if(stream, |_, s| Arc::ptr_eq(s, &slot) && s.feed.get().is_none());
                     return Err(err);
                 }
             };

@@ -46,9 +46,7 @@ impl KafkaContext {
         max_catchup_readers: usize,
         timeout: Duration,
     ) -> Result<Self, KafkaError> {
-        let admin: BaseConsumer = consumer_config(&args)?
-            .create()
-            .map_err(KafkaError::ClientConfig)?;
+        let admin: BaseConsumer = consumer_config(&args)?.create().map_err(KafkaError::ClientConfig)?;
         Ok(Self {
             args,
             runtime,
@@ -72,25 +70,17 @@ impl KafkaContext {
     pub async fn partition_count(&self, topic: &str) -> Result<usize, GatewayError> {
         let admin = self.admin.clone();
         let (name, timeout) = (topic.to_owned(), self.timeout);
-        match sluice_kafka::metadata::partition_count(topic, move || {
-            admin.fetch_metadata(Some(&name), timeout)
-        })
-        .await
-        {
+        match sluice_kafka::metadata::partition_count(topic, move || admin.fetch_metadata(Some(&name), timeout)).await {
             Ok(n) => Ok(n),
-            Err(KafkaError::UnknownTopic(_)) => Err(GatewayError::UnknownStream(format!(
-                "there is no topic {topic:?}"
-            ))),
+            Err(KafkaError::UnknownTopic(_)) => {
+                Err(GatewayError::UnknownStream(format!("there is no topic {topic:?}")))
+            }
             Err(e) => Err(GatewayError::Kafka(e)),
         }
     }
 
     /// Low and high watermark of partitions `0..partitions`.
-    pub async fn watermarks(
-        &self,
-        topic: &str,
-        partitions: usize,
-    ) -> Result<Vec<Watermarks>, GatewayError> {
+    pub async fn watermarks(&self, topic: &str, partitions: usize) -> Result<Vec<Watermarks>, GatewayError> {
         let admin = self.admin.clone();
         let (topic, timeout) = (topic.to_owned(), self.timeout);
         tokio::task::spawn_blocking(move || {
@@ -151,11 +141,7 @@ impl KafkaContext {
     }
 
     /// A reader of `positions` (partition, next offset), once one of the bounded slots is free.
-    pub async fn catchup_reader(
-        &self,
-        topic: &str,
-        positions: &[(usize, i64)],
-    ) -> Result<CatchUpReader, GatewayError> {
+    pub async fn catchup_reader(&self, topic: &str, positions: &[(usize, i64)]) -> Result<CatchUpReader, GatewayError> {
         let permit = self
             .catchup
             .clone()
@@ -188,12 +174,10 @@ pub fn resolve_since(found: &[(i32, i64)], watermarks: &[Watermarks]) -> Vec<i64
     watermarks
         .iter()
         .enumerate()
-        .map(
-            |(p, w)| match found.iter().find(|(fp, _)| *fp == p as i32) {
-                Some(&(_, offset)) if offset >= 0 => offset.clamp(w.low, w.high),
-                _ => w.high,
-            },
-        )
+        .map(|(p, w)| match found.iter().find(|(fp, _)| *fp == p as i32) {
+            Some(&(_, offset)) if offset >= 0 => offset.clamp(w.low, w.high),
+            _ => w.high,
+        })
         .collect()
 }
 
@@ -202,10 +186,7 @@ fn consumer_config(args: &KafkaArgs) -> Result<ClientConfig, KafkaError> {
     // No consumer group, no commits: the client's cursor is the only position. librdkafka still
     // wants a group id, even for assign().
     config
-        .set(
-            "group.id",
-            format!("sluice-gateway-{:016x}", rand::random::<u64>()),
-        )
+        .set("group.id", format!("sluice-gateway-{:016x}", rand::random::<u64>()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")

@@ -120,8 +120,7 @@ pub async fn run(
             heartbeat: config.heartbeat,
             checkpoint_interval: config.checkpoint_interval,
             retry: config.retry,
-            lifetime: (!config.max_connection_lifetime.is_zero())
-                .then_some(config.max_connection_lifetime),
+            lifetime: (!config.max_connection_lifetime.is_zero()).then_some(config.max_connection_lifetime),
             drain_window: config.drain_window,
             write_timeout: config.write_timeout,
             inbox_events: config.inbox_events,
@@ -134,11 +133,7 @@ pub async fn run(
     });
 
     let background = CancellationToken::new();
-    tokio::spawn(watch_kafka(
-        kafka.clone(),
-        readiness.clone(),
-        background.clone(),
-    ));
+    tokio::spawn(watch_kafka(kafka.clone(), readiness.clone(), background.clone()));
     tokio::spawn(reap_idle_feeds(
         state.clone(),
         config.stream_idle_timeout,
@@ -185,16 +180,12 @@ pub async fn run(
     state.draining.store(true, Ordering::SeqCst);
     drain.cancel();
     let result = match served {
-        Some(result) => result
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|r| r),
+        Some(result) => result.map_err(|e| std::io::Error::other(e.to_string())).and_then(|r| r),
         None => {
             let open = state.active.load(Ordering::SeqCst);
             tracing::info!(open, window = ?config.drain_window, "draining: closing open streams over the drain window");
-            let deadline =
-                tokio::time::Instant::now() + config.drain_window + Duration::from_secs(2);
-            while state.active.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline
-            {
+            let deadline = tokio::time::Instant::now() + config.drain_window + Duration::from_secs(2);
+            while state.active.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             handle.stop(true).await;
@@ -212,11 +203,7 @@ pub async fn run(
 }
 
 /// Keeps readiness true while Kafka answers metadata requests.
-async fn watch_kafka(
-    kafka: Arc<kafka::KafkaContext>,
-    readiness: Arc<Readiness>,
-    stop: CancellationToken,
-) {
+async fn watch_kafka(kafka: Arc<kafka::KafkaContext>, readiness: Arc<Readiness>, stop: CancellationToken) {
     loop {
         match kafka.check().await {
             Ok(()) => readiness.set_ready(),
@@ -303,10 +290,7 @@ async fn open_stream(
         subscriber.run().await;
         drop(slot);
     });
-    let body = futures::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx)
-            .map(|chunk| chunk.map(Ok::<_, actix_web::Error>))
-    });
+    let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, actix_web::Error>)));
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
@@ -315,11 +299,9 @@ async fn open_stream(
 }
 
 fn acquire_slot(state: &AppState) -> Result<ConnectionSlot, GatewayError> {
-    let taken = state
-        .active
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-            (n < state.max_connections).then_some(n + 1)
-        });
+    let taken = state.active.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+        (n < state.max_connections).then_some(n + 1)
+    });
     if taken.is_err() {
         return Err(GatewayError::TooManyConnections);
     }

@@ -65,13 +65,8 @@ impl Entry {
         } = record;
         // The frame builder refuses types with line breaks; record mapping never produces one.
         let frame = sluice_sse::frame::cursor_event_frame(head, Some(event_type), data)
-            .unwrap_or_else(|_| {
-                sluice_sse::frame::cursor_event_frame(head, None, data).expect("valid cursor id")
-            });
-        let body_start = frame
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(frame.len(), |i| i + 1);
+            .unwrap_or_else(|_| sluice_sse::frame::cursor_event_frame(head, None, data).expect("valid cursor id"));
+        let body_start = frame.iter().position(|&b| b == b'\n').map_or(frame.len(), |i| i + 1);
         Self {
             seq,
             partition,
@@ -108,10 +103,7 @@ impl Entry {
     }
 
     fn size(&self) -> usize {
-        self.frame.len()
-            + self.key.as_ref().map_or(0, Bytes::len)
-            + self.record_type.len()
-            + ENTRY_OVERHEAD
+        self.frame.len() + self.key.as_ref().map_or(0, Bytes::len) + self.record_type.len() + ENTRY_OVERHEAD
     }
 }
 
@@ -160,9 +152,7 @@ impl StreamLog {
             index.push_back((offset, seq));
         }
         self.entries.push_back(entry.clone());
-        while self.entries.len() > self.max_entries
-            || (self.bytes > self.max_bytes && self.entries.len() > 1)
-        {
+        while self.entries.len() > self.max_entries || (self.bytes > self.max_bytes && self.entries.len() > 1) {
             self.evict_one();
         }
         entry
@@ -199,12 +189,10 @@ impl StreamLog {
 
     /// Whether memory holds everything `position` still needs in `partitions`.
     pub fn covers(&self, position: &[i64], partitions: &[usize]) -> bool {
-        partitions
-            .iter()
-            .all(|&p| match (position.get(p), self.start.get(p)) {
-                (Some(pos), Some(start)) => pos >= start,
-                _ => false,
-            })
+        partitions.iter().all(|&p| match (position.get(p), self.start.get(p)) {
+            (Some(pos), Some(start)) => pos >= start,
+            _ => false,
+        })
     }
 
     /// The first sequence number holding a record `position` needs in one of `partitions`
@@ -223,12 +211,7 @@ impl StreamLog {
     }
 
     /// Copies up to `max` entries from `from_seq` on into `out`.
-    pub fn read(
-        &self,
-        from_seq: u64,
-        max: usize,
-        out: &mut Vec<Arc<Entry>>,
-    ) -> Result<(), Evicted> {
+    pub fn read(&self, from_seq: u64, max: usize, out: &mut Vec<Arc<Entry>>) -> Result<(), Evicted> {
         if from_seq < self.first_seq {
             return Err(Evicted);
         }
@@ -281,10 +264,7 @@ mod tests {
         assert_eq!(e.head().offsets, vec![1, 1]);
         let parsed = sluice_sse::parse_stream(&e.frame);
         assert_eq!(parsed.events[0].data, "p1o0");
-        assert_eq!(
-            parsed.events[0].id.as_deref().map(str::as_bytes),
-            Some(e.id())
-        );
+        assert_eq!(parsed.events[0].id.as_deref().map(str::as_bytes), Some(e.id()));
     }
 
     #[test]
@@ -294,10 +274,7 @@ mod tests {
         let other = Cursor::new(7, vec![5, 1]);
         let parsed = sluice_sse::parse_stream(&e.frame_with_id(&other));
         assert_eq!(parsed.events[0].data, "p1o0");
-        assert_eq!(
-            parsed.events[0].id.as_deref(),
-            Some(other.encode().as_str())
-        );
+        assert_eq!(parsed.events[0].id.as_deref(), Some(other.encode().as_str()));
     }
 
     #[test]
@@ -317,9 +294,7 @@ mod tests {
         assert_eq!(l.read(0, 10, &mut out), Err(Evicted));
         l.read(1, 10, &mut out).unwrap();
         assert_eq!(
-            out.iter()
-                .map(|e| (e.partition, e.offset))
-                .collect::<Vec<_>>(),
+            out.iter().map(|e| (e.partition, e.offset)).collect::<Vec<_>>(),
             vec![(1, 0), (0, 1), (1, 1)]
         );
     }
@@ -333,11 +308,7 @@ mod tests {
         assert_eq!(l.first_needed(&[0, 0], &[0, 1]), 0);
         assert_eq!(l.first_needed(&[2, 1], &[0, 1]), 3);
         assert_eq!(l.first_needed(&[2, 1], &[0]), 4);
-        assert_eq!(
-            l.first_needed(&[3, 2], &[0, 1]),
-            5,
-            "nothing needed yet: the next seq"
-        );
+        assert_eq!(l.first_needed(&[3, 2], &[0, 1]), 5, "nothing needed yet: the next seq");
     }
 
     #[test]

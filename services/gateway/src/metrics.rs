@@ -75,11 +75,7 @@ impl GatewayMetrics {
             "SSE requests refused, by reason",
             m.connections_rejected.clone(),
         );
-        r.register(
-            "disconnects",
-            "SSE connections ended, by reason",
-            m.disconnects.clone(),
-        );
+        r.register("disconnects", "SSE connections ended, by reason", m.disconnects.clone());
         r.register(
             "events_sent",
             "Events written to subscribers (one per subscriber per event)",
@@ -91,7 +87,11 @@ impl GatewayMetrics {
             Unit::Bytes,
             m.bytes_sent.clone(),
         );
-        r.register("resumes", "Streams started from a cursor, by where the history came from and whether some was lost", m.resumes.clone());
+        r.register(
+            "resumes",
+            "Streams started from a cursor, by where the history came from and whether some was lost",
+            m.resumes.clone(),
+        );
         r.register(
             "catchup_readers_active",
             "Kafka readers serving subscribers behind memory",

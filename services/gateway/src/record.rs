@@ -32,11 +32,7 @@ pub struct Mapped<'a> {
 }
 
 /// Maps a record's `sse-event` header, key and value.
-pub fn map_record<'a>(
-    type_header: Option<&'a [u8]>,
-    key: Option<&[u8]>,
-    value: Option<&'a [u8]>,
-) -> Mapped<'a> {
+pub fn map_record<'a>(type_header: Option<&'a [u8]>, key: Option<&[u8]>, value: Option<&'a [u8]>) -> Mapped<'a> {
     let record_type: Cow<'a, str> = type_header
         .and_then(|h| std::str::from_utf8(h).ok())
         .filter(|t| !t.is_empty() && !t.contains(['\r', '\n', '\0']))
@@ -86,10 +82,7 @@ mod tests {
     #[test]
     fn records_from_ingest_map_to_their_type_and_value() {
         let m = map_record(Some(b"order"), Some(b"k"), Some(br#"{"n":1}"#));
-        assert_eq!(
-            (m.event_type.as_ref(), m.data.as_ref()),
-            ("order", r#"{"n":1}"#)
-        );
+        assert_eq!((m.event_type.as_ref(), m.data.as_ref()), ("order", r#"{"n":1}"#));
     }
 
     #[test]

@@ -72,11 +72,7 @@ pub fn parse_query(query: &str) -> Result<StreamQuery, GatewayError> {
         }
     }
     parsed.from = match (from, since) {
-        (Some(_), Some(_)) => {
-            return Err(GatewayError::InvalidQuery(
-                "give from= or since=, not both".into(),
-            ))
-        }
+        (Some(_), Some(_)) => return Err(GatewayError::InvalidQuery("give from= or since=, not both".into())),
         (_, Some(ms)) => From::Since(ms),
         (Some(f), None) => f,
         (None, None) => From::Latest,
@@ -110,18 +106,11 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
     }
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let s = text.get(range)?;
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())?
+        s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok())?
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
     let mut rest = &text[19..];
@@ -137,20 +126,14 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
     }
     let offset_minutes = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6
-            && (rest.starts_with('+') || rest.starts_with('-'))
-            && &rest[3..4] == ":" =>
-        {
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
             let sign = if rest.starts_with('-') { -1 } else { 1 };
             sign * (rest[1..3].parse::<i64>().ok()? * 60 + rest[4..6].parse::<i64>().ok()?)
         }
         _ => return None,
     };
     let days = days_from_civil(year, month, day);
-    Some(
-        ((days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60) * 1000)
-            + millis,
-    )
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60) * 1000) + millis)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -170,8 +153,7 @@ mod tests {
 
     #[test]
     fn parses_filters_and_start() {
-        let q = parse_query("from=earliest&key=a&key=b%20c&type=order&lastEventId=xyz&other=1")
-            .unwrap();
+        let q = parse_query("from=earliest&key=a&key=b%20c&type=order&lastEventId=xyz&other=1").unwrap();
         assert_eq!(q.from, From::Earliest);
         assert_eq!(q.filter.keys, vec![Bytes::from("a"), Bytes::from("b c")]);
         assert_eq!(q.filter.types, vec!["order".to_string()]);
@@ -189,10 +171,7 @@ mod tests {
             "from=latest&since=0",
             "since=2026-13-01T00:00:00Z",
         ] {
-            assert!(
-                matches!(parse_query(bad), Err(GatewayError::InvalidQuery(_))),
-                "{bad}"
-            );
+            assert!(matches!(parse_query(bad), Err(GatewayError::InvalidQuery(_))), "{bad}");
         }
     }
 
@@ -201,21 +180,9 @@ mod tests {
         assert_eq!(parse_since("0").unwrap(), 0);
         assert_eq!(parse_since("1732165200000").unwrap(), 1_732_165_200_000);
         assert_eq!(parse_since("1970-01-01T00:00:00Z").unwrap(), 0);
-        assert_eq!(
-            parse_since("2024-11-21T05:00:00Z").unwrap(),
-            1_732_165_200_000
-        );
-        assert_eq!(
-            parse_since("2024-11-21T05:00:00.25Z").unwrap(),
-            1_732_165_200_250
-        );
-        assert_eq!(
-            parse_since("2024-11-21T06:30:00+01:30").unwrap(),
-            1_732_165_200_000
-        );
-        assert_eq!(
-            parse_since("2000-02-29T00:00:00Z").unwrap(),
-            951_782_400_000
-        );
+        assert_eq!(parse_since("2024-11-21T05:00:00Z").unwrap(), 1_732_165_200_000);
+        assert_eq!(parse_since("2024-11-21T05:00:00.25Z").unwrap(), 1_732_165_200_250);
+        assert_eq!(parse_since("2024-11-21T06:30:00+01:30").unwrap(), 1_732_165_200_000);
+        assert_eq!(parse_since("2000-02-29T00:00:00Z").unwrap(), 951_782_400_000);
     }
 }

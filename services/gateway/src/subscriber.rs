@@ -246,18 +246,12 @@ impl Subscriber {
         }
         self.metrics
             .disconnects
-            .get_or_create(&ReasonLabel {
-                reason: end.reason(),
-            })
+            .get_or_create(&ReasonLabel { reason: end.reason() })
             .inc();
     }
 
     fn jittered_retry(&self) -> u64 {
-        frame::jittered_retry(
-            self.timing.retry.as_millis() as u64,
-            0.5,
-            rand::rng().random(),
-        )
+        frame::jittered_retry(self.timing.retry.as_millis() as u64, 0.5, rand::rng().random())
     }
 
     async fn serve(&mut self) -> End {
@@ -266,10 +260,7 @@ impl Subscriber {
             return end;
         }
         loop {
-            let result = match self
-                .feed()
-                .memory_start(&self.position.offsets, &self.needed)
-            {
+            let result = match self.feed().memory_start(&self.position.offsets, &self.needed) {
                 Some(seq) => {
                     self.count_resume("memory", "exact");
                     if self.filter.is_keyed() {
@@ -379,11 +370,7 @@ impl Subscriber {
         }
     }
 
-    async fn follow_inbox(
-        &mut self,
-        inbox: &Arc<Inbox>,
-        _registration: Registration,
-    ) -> Result<(), End> {
+    async fn follow_inbox(&mut self, inbox: &Arc<Inbox>, _registration: Registration) -> Result<(), End> {
         let feed = self.feed().clone();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
@@ -418,9 +405,7 @@ impl Subscriber {
                 continue;
             }
             self.position.set_next(p, entry.offset + 1);
-            if self.filter.wants_key(entry.key.as_deref())
-                && self.filter.wants_type(&entry.record_type)
-            {
+            if self.filter.wants_key(entry.key.as_deref()) && self.filter.wants_type(&entry.record_type) {
                 frames.push(entry.frame_with_id(&self.position));
                 newest = newest.max(entry.timestamp_ms);
             } else {
@@ -466,16 +451,12 @@ impl Subscriber {
         } else {
             self.count_resume("kafka", "gap");
             let data = serde_json::json!({ "stream": feed.stream, "partitions": lost }).to_string();
-            let gap = frame::cursor_event_frame(&self.position, Some("gap"), &data)
-                .expect("valid gap frame");
+            let gap = frame::cursor_event_frame(&self.position, Some("gap"), &data).expect("valid gap frame");
             self.out.send(gap).await?;
             self.aligned = false;
         }
 
-        let positions: Vec<(usize, i64)> = behind
-            .iter()
-            .map(|&p| (p, self.position.offsets[p]))
-            .collect();
+        let positions: Vec<(usize, i64)> = behind.iter().map(|&p| (p, self.position.offsets[p])).collect();
         let reader = tokio::select! {
             reader = self.kafka.catchup_reader(&feed.topic, &positions) => reader,
             _ = self.out.tx.closed() => return Err(End::ClientGone),
@@ -498,8 +479,7 @@ impl Subscriber {
             match reader.next(CATCHUP_POLL).await {
                 Ok(Some(record)) => {
                     let p = record.partition as usize;
-                    if p >= self.position.offsets.len() || record.offset < self.position.offsets[p]
-                    {
+                    if p >= self.position.offsets.len() || record.offset < self.position.offsets[p] {
                         continue;
                     }
                     self.position.set_next(p, record.offset + 1);
@@ -508,18 +488,11 @@ impl Subscriber {
                         record.key.as_deref(),
                         record.value.as_deref(),
                     );
-                    if self.filter.wants_key(record.key.as_deref())
-                        && self.filter.wants_type(&mapped.record_type)
-                    {
-                        let framed = frame::cursor_event_frame(
-                            &self.position,
-                            Some(&mapped.event_type),
-                            &mapped.data,
-                        )
-                        .unwrap_or_else(|_| {
-                            frame::cursor_event_frame(&self.position, None, &mapped.data)
-                                .expect("valid id")
-                        });
+                    if self.filter.wants_key(record.key.as_deref()) && self.filter.wants_type(&mapped.record_type) {
+                        let framed = frame::cursor_event_frame(&self.position, Some(&mapped.event_type), &mapped.data)
+                            .unwrap_or_else(|_| {
+                                frame::cursor_event_frame(&self.position, None, &mapped.data).expect("valid id")
+                            });
                         chunk.extend_from_slice(&framed);
                         newest = newest.max(record.timestamp_ms);
                         self.metrics.events_sent.inc();
@@ -554,9 +527,7 @@ impl Subscriber {
     }
 
     fn covered_by(&self, floor: &[i64]) -> bool {
-        self.needed
-            .iter()
-            .all(|&p| self.position.offsets[p] >= floor[p])
+        self.needed.iter().all(|&p| self.position.offsets[p] >= floor[p])
     }
 
     async fn send_chunk(&mut self, chunk: Bytes, newest_ms: i64) -> Result<(), End> {
@@ -644,16 +615,10 @@ impl Subscriber {
                 return Err(why);
             }
         }
-        if self.filter.is_filtered()
-            && self.dirty
-            && now >= self.last_checkpoint + self.timing.checkpoint_interval
-        {
+        if self.filter.is_filtered() && self.dirty && now >= self.last_checkpoint + self.timing.checkpoint_interval {
             self.dirty = false;
             self.last_checkpoint = now;
-            return self
-                .out
-                .send(frame::cursor_checkpoint_frame(&self.position))
-                .await;
+            return self.out.send(frame::cursor_checkpoint_frame(&self.position)).await;
         }
         if now >= self.out.last_sent + self.timing.heartbeat {
             return self.out.send(frame::comment("")).await;

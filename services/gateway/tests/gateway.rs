@@ -21,11 +21,7 @@ struct Fixture {
 impl Fixture {
     async fn start() -> Self {
         let kafka = TestKafka::start().await.expect("Kafka for tests");
-        let producer = Producer::new(
-            &KafkaArgs::new(kafka.bootstrap_servers()),
-            ProducerSettings::default(),
-        )
-        .unwrap();
+        let producer = Producer::new(&KafkaArgs::new(kafka.bootstrap_servers()), ProducerSettings::default()).unwrap();
         Self {
             kafka,
             producer,
@@ -66,12 +62,7 @@ impl Fixture {
         }
     }
 
-    async fn open(
-        &self,
-        gateway: &RunningService,
-        path: &str,
-        last_event_id: Option<&str>,
-    ) -> SseStream {
+    async fn open(&self, gateway: &RunningService, path: &str, last_event_id: Option<&str>) -> SseStream {
         SseStream::connect(&self.http, &gateway.url(path), last_event_id)
             .await
             .unwrap()
@@ -100,26 +91,16 @@ async fn replays_from_earliest_then_tails_live() {
     f.publish(&topic, "old", 50, 5).await;
     let gateway = f.gateway(|_| {}).await;
     let mut stream = f
-        .open(
-            &gateway,
-            &format!("/v1/streams/{topic}?from=earliest"),
-            None,
-        )
+        .open(&gateway, &format!("/v1/streams/{topic}?from=earliest"), None)
         .await;
     let events = read_n(&mut stream, 50).await;
-    assert_eq!(
-        data(&events),
-        (0..50).map(|i| format!("old-{i}")).collect::<Vec<_>>()
-    );
+    assert_eq!(data(&events), (0..50).map(|i| format!("old-{i}")).collect::<Vec<_>>());
     assert_eq!(events[1].event_type, "t1");
     assert!(stream.retry_ms().is_some(), "the first frame sets retry:");
 
     f.publish(&topic, "new", 5, 5).await;
     let live = read_n(&mut stream, 5).await;
-    assert_eq!(
-        data(&live),
-        (0..5).map(|i| format!("new-{i}")).collect::<Vec<_>>()
-    );
+    assert_eq!(data(&live), (0..5).map(|i| format!("new-{i}")).collect::<Vec<_>>());
     // Every id is a cursor of this stream: next offset after the event.
     let cursor = Cursor::decode(live[4].id.as_deref().unwrap()).unwrap();
     assert_eq!(cursor.offsets, vec![55]);
@@ -132,9 +113,7 @@ async fn latest_is_the_default_and_skips_history() {
     let topic = f.topic(2).await;
     f.publish(&topic, "old", 20, 4).await;
     let gateway = f.gateway(|_| {}).await;
-    let mut stream = f
-        .open(&gateway, &format!("/v1/streams/{topic}"), None)
-        .await;
+    let mut stream = f.open(&gateway, &format!("/v1/streams/{topic}"), None).await;
     f.publish(&topic, "new", 4, 4).await;
     let mut got = data(&read_n(&mut stream, 4).await);
     got.sort();
@@ -149,19 +128,13 @@ async fn resumes_on_another_gateway_exactly_after_the_last_id() {
     f.publish(&topic, "e", 300, 17).await;
     let a = f.gateway(|_| {}).await;
     let b = f.gateway(|_| {}).await;
-    let mut first = f
-        .open(&a, &format!("/v1/streams/{topic}?from=earliest"), None)
-        .await;
+    let mut first = f.open(&a, &format!("/v1/streams/{topic}?from=earliest"), None).await;
     let head = read_n(&mut first, 120).await;
     let last_id = head.last().unwrap().id.clone().unwrap();
     drop(first);
 
     let mut second = f
-        .open(
-            &b,
-            &format!("/v1/streams/{topic}?from=earliest"),
-            Some(&last_id),
-        )
+        .open(&b, &format!("/v1/streams/{topic}?from=earliest"), Some(&last_id))
         .await;
     let tail = read_n(&mut second, 180).await;
     let mut all = data(&head);
@@ -178,10 +151,7 @@ async fn resumes_on_another_gateway_exactly_after_the_last_id() {
             assert!(i > prev, "key order broken: {prev} then {i}");
         }
     }
-    assert!(
-        second.next(Duration::from_millis(300)).await.is_err(),
-        "nothing more"
-    );
+    assert!(second.next(Duration::from_millis(300)).await.is_err(), "nothing more");
     a.stop(WAIT).await.unwrap();
     b.stop(WAIT).await.unwrap();
 }
@@ -194,11 +164,7 @@ async fn a_position_older_than_memory_is_read_from_kafka() {
     // A ring of 50 events: the cursor from the start must come from Kafka, then hand off.
     let gateway = f.gateway(|c| c.ring_events = 50).await;
     let mut stream = f
-        .open(
-            &gateway,
-            &format!("/v1/streams/{topic}?from=earliest"),
-            None,
-        )
+        .open(&gateway, &format!("/v1/streams/{topic}?from=earliest"), None)
         .await;
     let events = read_n(&mut stream, 400).await;
     let mut got = data(&events);
@@ -216,10 +182,7 @@ async fn a_position_older_than_memory_is_read_from_kafka() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("sluice_gateway_connections_active 1"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("sluice_gateway_connections_active 1"), "{metrics}");
     gateway.stop(WAIT).await.unwrap();
 }
 
@@ -227,9 +190,7 @@ async fn a_position_older_than_memory_is_read_from_kafka() {
 async fn key_and_type_filters_deliver_only_matches_and_checkpoint() {
     let f = Fixture::start().await;
     let topic = f.topic(4).await;
-    let gateway = f
-        .gateway(|c| c.checkpoint_interval = Duration::from_millis(100))
-        .await;
+    let gateway = f.gateway(|c| c.checkpoint_interval = Duration::from_millis(100)).await;
     let mut keyed = f
         .open(
             &gateway,
@@ -238,11 +199,7 @@ async fn key_and_type_filters_deliver_only_matches_and_checkpoint() {
         )
         .await;
     let mut typed = f
-        .open(
-            &gateway,
-            &format!("/v1/streams/{topic}?from=earliest&type=t1"),
-            None,
-        )
+        .open(&gateway, &format!("/v1/streams/{topic}?from=earliest&type=t1"), None)
         .await;
     f.publish(&topic, "e", 100, 10).await;
 
@@ -261,10 +218,7 @@ async fn key_and_type_filters_deliver_only_matches_and_checkpoint() {
     // Filtered streams get id-only checkpoints once the position moved past filtered-out data.
     f.publish(&topic, "skipped", 1, 1).await; // key k0, type t0: neither stream wants it
     let before = typed.last_event_id();
-    typed
-        .read_until(WAIT, |s| s.last_event_id() != before)
-        .await
-        .unwrap();
+    typed.read_until(WAIT, |s| s.last_event_id() != before).await.unwrap();
     let checkpoint = Cursor::decode(&typed.last_event_id().unwrap()).unwrap();
     assert_eq!(
         checkpoint.offsets.iter().sum::<i64>(),
@@ -278,12 +232,8 @@ async fn key_and_type_filters_deliver_only_matches_and_checkpoint() {
 async fn heartbeats_keep_a_quiet_stream_alive() {
     let f = Fixture::start().await;
     let topic = f.topic(1).await;
-    let gateway = f
-        .gateway(|c| c.heartbeat = Duration::from_millis(100))
-        .await;
-    let mut stream = f
-        .open(&gateway, &format!("/v1/streams/{topic}"), None)
-        .await;
+    let gateway = f.gateway(|c| c.heartbeat = Duration::from_millis(100)).await;
+    let mut stream = f.open(&gateway, &format!("/v1/streams/{topic}"), None).await;
     stream
         .read_until(WAIT, |s| !s.take_comments().is_empty())
         .await
@@ -300,12 +250,7 @@ async fn bad_requests_get_json_errors_before_the_stream() {
     let foreign = Cursor::new(sluice_sse::stream_fingerprint(&other), vec![0, 0]).encode();
     let too_wide = Cursor::new(sluice_sse::stream_fingerprint(&topic), vec![0, 0, 0]).encode();
     let cases = [
-        (
-            format!("/v1/streams/{topic}"),
-            Some("garbage!"),
-            400,
-            "invalid_cursor",
-        ),
+        (format!("/v1/streams/{topic}"), Some("garbage!"), 400, "invalid_cursor"),
         (
             format!("/v1/streams/{topic}"),
             Some(foreign.as_str()),
@@ -324,30 +269,15 @@ async fn bad_requests_get_json_errors_before_the_stream() {
             400,
             "invalid_cursor",
         ),
-        (
-            format!("/v1/streams/{topic}?from=middle"),
-            None,
-            400,
-            "invalid_query",
-        ),
+        (format!("/v1/streams/{topic}?from=middle"), None, 400, "invalid_query"),
         (
             format!("/v1/streams/{topic}?since=yesterday"),
             None,
             400,
             "invalid_query",
         ),
-        (
-            "/v1/streams/not-allowed".to_owned(),
-            None,
-            404,
-            "unknown_stream",
-        ),
-        (
-            "/v1/streams/bad%20name".to_owned(),
-            None,
-            400,
-            "invalid_stream_name",
-        ),
+        ("/v1/streams/not-allowed".to_owned(), None, 404, "unknown_stream"),
+        ("/v1/streams/bad%20name".to_owned(), None, 400, "invalid_stream_name"),
     ];
     for (path, id, status, code) in cases {
         let mut request = f.http.get(gateway.url(&path));
@@ -367,12 +297,8 @@ async fn refuses_with_503_at_the_connection_limit() {
     let f = Fixture::start().await;
     let topic = f.topic(1).await;
     let gateway = f.gateway(|c| c.max_connections = 2).await;
-    let _one = f
-        .open(&gateway, &format!("/v1/streams/{topic}"), None)
-        .await;
-    let _two = f
-        .open(&gateway, &format!("/v1/streams/{topic}"), None)
-        .await;
+    let _one = f.open(&gateway, &format!("/v1/streams/{topic}"), None).await;
+    let _two = f.open(&gateway, &format!("/v1/streams/{topic}"), None).await;
     let response = f
         .http
         .get(gateway.url(&format!("/v1/streams/{topic}")))
@@ -380,11 +306,7 @@ async fn refuses_with_503_at_the_connection_limit() {
         .await
         .unwrap();
     assert_eq!(response.status(), 503);
-    let retry_after: u64 = response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=10).contains(&retry_after));
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "too_many_connections");
@@ -397,16 +319,12 @@ async fn a_client_that_stops_reading_does_not_slow_another_and_is_closed() {
 
     let f = Fixture::start().await;
     let topic = f.topic(1).await;
-    let gateway = f
-        .gateway(|c| c.write_timeout = Duration::from_millis(500))
-        .await;
+    let gateway = f.gateway(|c| c.write_timeout = Duration::from_millis(500)).await;
     // A raw client that sends its request and never reads a byte.
     let mut stuck = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
     let request = format!("GET /v1/streams/{topic} HTTP/1.1\r\nHost: x\r\n\r\n");
     stuck.write_all(request.as_bytes()).await.unwrap();
-    let mut reader = f
-        .open(&gateway, &format!("/v1/streams/{topic}"), None)
-        .await;
+    let mut reader = f.open(&gateway, &format!("/v1/streams/{topic}"), None).await;
     sluice_testkit::eventually("both connections open", WAIT, || async {
         let m = f
             .http
@@ -417,8 +335,7 @@ async fn a_client_that_stops_reading_does_not_slow_another_and_is_closed() {
             .text()
             .await
             .ok()?;
-        m.contains("sluice_gateway_connections_active 2")
-            .then_some(())
+        m.contains("sluice_gateway_connections_active 2").then_some(())
     })
     .await
     .unwrap();
@@ -463,9 +380,7 @@ async fn a_client_that_stops_reading_does_not_slow_another_and_is_closed() {
 async fn retention_gap_is_announced_then_the_stream_continues_from_earliest() {
     let f = Fixture::start().await;
     if !f.kafka.supports_fault_injection() {
-        eprintln!(
-            "skipped: needs the embedded broker's small retention (a real broker keeps the data)"
-        );
+        eprintln!("skipped: needs the embedded broker's small retention (a real broker keeps the data)");
         return;
     }
     let topic = f.topic(1).await;
@@ -509,12 +424,8 @@ async fn retention_gap_is_announced_then_the_stream_continues_from_earliest() {
 async fn drain_closes_streams_with_a_retry_and_refuses_new_ones() {
     let f = Fixture::start().await;
     let topic = f.topic(1).await;
-    let gateway = f
-        .gateway(|c| c.drain_window = Duration::from_millis(300))
-        .await;
-    let mut stream = f
-        .open(&gateway, &format!("/v1/streams/{topic}"), None)
-        .await;
+    let gateway = f.gateway(|c| c.drain_window = Duration::from_millis(300)).await;
+    let mut stream = f.open(&gateway, &format!("/v1/streams/{topic}"), None).await;
     gateway.begin_shutdown();
     let ended = tokio::time::timeout(WAIT, async {
         loop {
@@ -526,5 +437,71 @@ async fn drain_closes_streams_with_a_retry_and_refuses_new_ones() {
     .await;
     assert!(ended.is_ok(), "the stream ends within the drain window");
     assert!(stream.retry_ms().is_some());
+    gateway.stop(WAIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_counts_as_gone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let f = Fixture::start().await;
+    let topic = f.topic(1).await;
+    let gateway = f.gateway(|_| {}).await;
+    let mut socket = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let request = format!("GET /v1/streams/{topic} HTTP/1.1\r\nHost: x\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = socket.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let metrics = || async {
+        f.http
+            .get(gateway.admin_url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    };
+    assert!(metrics().await.unwrap().contains("sluice_gateway_connections_active 1"));
+    socket.shutdown().await.unwrap(); // FIN: the client will send nothing more
+    sluice_testkit::eventually("the half-closed connection to be dropped", WAIT, || async {
+        metrics()
+            .await?
+            .contains("sluice_gateway_connections_active 0")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    gateway.stop(WAIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_end_at_their_maximum_lifetime_with_a_retry() {
+    let f = Fixture::start().await;
+    let topic = f.topic(1).await;
+    let gateway = f
+        .gateway(|c| c.max_connection_lifetime = Duration::from_millis(300))
+        .await;
+    let mut stream = f.open(&gateway, &format!("/v1/streams/{topic}"), None).await;
+    loop {
+        if let Next::Ended = stream.next(WAIT).await.unwrap() {
+            break;
+        }
+    }
+    assert!(stream.retry_ms().is_some(), "the closing frame says when to come back");
+    let metrics = f
+        .http
+        .get(gateway.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sluice_gateway_disconnects_total{reason=\"lifetime\"} 1"),
+        "{metrics}"
+    );
     gateway.stop(WAIT).await.unwrap();
 }

@@ -158,9 +158,7 @@ impl IngestConfig {
             delivery_timeout: self.produce_timeout,
             linger: self.linger,
             compression: self.compression.clone(),
-            max_message_bytes: self.limits.max_event_bytes
-                + self.limits.max_key_bytes
-                + RECORD_OVERHEAD_BYTES,
+            max_message_bytes: self.limits.max_event_bytes + self.limits.max_key_bytes + RECORD_OVERHEAD_BYTES,
         }
     }
 }
@@ -172,8 +170,7 @@ mod tests {
 
     #[test]
     fn every_flag_parses_and_defaults_validate() {
-        let config =
-            IngestConfig::try_parse_from(["sluice-ingest", "--kafka-brokers", "k:9092"]).unwrap();
+        let config = IngestConfig::try_parse_from(["sluice-ingest", "--kafka-brokers", "k:9092"]).unwrap();
         config.validate().unwrap();
         assert_eq!(config.listen.port(), 8090);
         assert_eq!(config.admin_listen.port(), 9090);
@@ -192,12 +189,8 @@ mod tests {
         assert!(parse(&["--produce-timeout", "10ms"])
             .unwrap_err()
             .contains("--produce-timeout"));
-        assert!(parse(&["--kafka-config", "acks=1"])
-            .unwrap_err()
-            .contains("acks=1"));
-        assert!(parse(&["--streams", "a/b"])
-            .unwrap_err()
-            .contains("--streams"));
+        assert!(parse(&["--kafka-config", "acks=1"]).unwrap_err().contains("acks=1"));
+        assert!(parse(&["--streams", "a/b"]).unwrap_err().contains("--streams"));
     }
 
     #[test]

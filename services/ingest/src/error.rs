@@ -89,11 +89,7 @@ impl ResponseError for IngestError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = sluice_runtime::error::error_response(
-            self.status_code(),
-            self.code(),
-            &self.to_string(),
-        );
+        let mut response = sluice_runtime::error::error_response(self.status_code(), self.code(), &self.to_string());
         if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

@@ -22,22 +22,14 @@ impl BodyFormat {
     /// Reads the media type, ignoring parameters such as `charset=utf-8`.
     pub fn from_content_type(content_type: Option<&str>) -> Result<Self, IngestError> {
         let Some(raw) = content_type else {
-            return Err(IngestError::UnsupportedMediaType(
-                "no Content-Type header".into(),
-            ));
+            return Err(IngestError::UnsupportedMediaType("no Content-Type header".into()));
         };
-        let media = raw
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let media = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match media.as_str() {
             "application/json" => Ok(Self::Json),
-            "application/x-ndjson"
-            | "application/ndjson"
-            | "application/jsonl"
-            | "application/x-jsonlines" => Ok(Self::NdJson),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => {
+                Ok(Self::NdJson)
+            }
             _ => Err(IngestError::UnsupportedMediaType(format!(
                 "Content-Type {raw:?}; use application/json or application/x-ndjson"
             ))),
@@ -58,9 +50,7 @@ struct WireEvent<'a> {
     data: Option<&'a RawValue>,
 }
 
-fn present<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<&'de RawValue>, D::Error> {
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(deserializer).map(Some)
 }
 
@@ -74,20 +64,13 @@ pub struct Event {
 }
 
 /// Parses and validates a whole body.
-pub fn parse_body(
-    body: &[u8],
-    format: BodyFormat,
-    limits: &Limits,
-) -> Result<Vec<Event>, IngestError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| IngestError::InvalidJson(format!("body is not UTF-8: {e}")))?;
+pub fn parse_body(body: &[u8], format: BodyFormat, limits: &Limits) -> Result<Vec<Event>, IngestError> {
+    let text = std::str::from_utf8(body).map_err(|e| IngestError::InvalidJson(format!("body is not UTF-8: {e}")))?;
     let raw_events: Vec<&RawValue> = match format {
         BodyFormat::Json => {
-            let value: &RawValue =
-                serde_json::from_str(text).map_err(|e| IngestError::InvalidJson(e.to_string()))?;
+            let value: &RawValue = serde_json::from_str(text).map_err(|e| IngestError::InvalidJson(e.to_string()))?;
             if value.get().trim_start().starts_with('[') {
-                serde_json::from_str(value.get())
-                    .map_err(|e| IngestError::InvalidJson(e.to_string()))?
+                serde_json::from_str(value.get()).map_err(|e| IngestError::InvalidJson(e.to_string()))?
             } else {
                 vec![value]
             }
@@ -115,16 +98,13 @@ pub fn parse_body(
     raw_events
         .into_iter()
         .enumerate()
-        .map(|(index, raw)| {
-            validate(raw, limits).map_err(|err| if batch { err.at_event(index) } else { err })
-        })
+        .map(|(index, raw)| validate(raw, limits).map_err(|err| if batch { err.at_event(index) } else { err }))
         .collect()
 }
 
 fn validate(raw: &RawValue, limits: &Limits) -> Result<Event, IngestError> {
-    let wire: WireEvent<'_> = serde_json::from_str(raw.get()).map_err(|e| {
-        IngestError::InvalidEvent(format!("expected {{\"type\"?, \"key\"?, \"data\"}}: {e}"))
-    })?;
+    let wire: WireEvent<'_> = serde_json::from_str(raw.get())
+        .map_err(|e| IngestError::InvalidEvent(format!("expected {{\"type\"?, \"key\"?, \"data\"}}: {e}")))?;
     let data = wire
         .data
         .ok_or_else(|| IngestError::InvalidEvent("missing field `data`".into()))?;
@@ -152,9 +132,7 @@ fn validate(raw: &RawValue, limits: &Limits) -> Result<Event, IngestError> {
 /// early and let content inject fields of its own.
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), IngestError> {
     if value.is_empty() {
-        return Err(IngestError::InvalidEvent(format!(
-            "`{field}` must not be empty"
-        )));
+        return Err(IngestError::InvalidEvent(format!("`{field}` must not be empty")));
     }
     if value.len() > max {
         return Err(IngestError::InvalidEvent(format!(
@@ -219,11 +197,7 @@ mod tests {
 
     #[test]
     fn one_event_array_and_ndjson() {
-        let one = parse(
-            r#"{"type":"order","key":"k1","data":{"n":1}}"#,
-            BodyFormat::Json,
-        )
-        .unwrap();
+        let one = parse(r#"{"type":"order","key":"k1","data":{"n":1}}"#, BodyFormat::Json).unwrap();
         assert_eq!(
             one,
             vec![Event {
@@ -254,10 +228,7 @@ mod tests {
 
     #[test]
     fn null_data_is_data() {
-        assert_eq!(
-            parse(r#"{"data":null}"#, BodyFormat::Json).unwrap()[0].data,
-            b"null"
-        );
+        assert_eq!(parse(r#"{"data":null}"#, BodyFormat::Json).unwrap()[0].data, b"null");
     }
 
     #[test]
@@ -268,10 +239,7 @@ mod tests {
             r#"{"type":"","data":1}"#,
         ] {
             let err = parse(body, BodyFormat::Json).unwrap_err();
-            assert!(
-                matches!(err, IngestError::InvalidEvent(_)),
-                "{body}: {err:?}"
-            );
+            assert!(matches!(err, IngestError::InvalidEvent(_)), "{body}: {err:?}");
         }
     }
 
@@ -312,20 +280,10 @@ mod tests {
             max_key_bytes: 3,
             ..Limits::default()
         };
-        let too_many = parse_body(
-            br#"[{"data":1},{"data":2},{"data":3}]"#,
-            BodyFormat::Json,
-            &limits,
-        );
-        assert!(matches!(
-            too_many,
-            Err(IngestError::TooManyEvents { count: 3, max: 2 })
-        ));
+        let too_many = parse_body(br#"[{"data":1},{"data":2},{"data":3}]"#, BodyFormat::Json, &limits);
+        assert!(matches!(too_many, Err(IngestError::TooManyEvents { count: 3, max: 2 })));
         let too_big = parse_body(br#"{"data":"0123456789"}"#, BodyFormat::Json, &limits);
-        assert!(matches!(
-            too_big,
-            Err(IngestError::EventTooLarge { size: 12, max: 10 })
-        ));
+        assert!(matches!(too_big, Err(IngestError::EventTooLarge { size: 12, max: 10 })));
         let long_key = parse_body(br#"{"key":"abcd","data":1}"#, BodyFormat::Json, &limits);
         assert!(matches!(long_key, Err(IngestError::InvalidEvent(_))));
     }
@@ -346,9 +304,7 @@ mod tests {
 
     #[test]
     fn whitespace_scan_ignores_strings() {
-        assert!(!has_whitespace_outside_strings(
-            r#"{"a":"x y","b":"q\" r"}"#
-        ));
+        assert!(!has_whitespace_outside_strings(r#"{"a":"x y","b":"q\" r"}"#));
         assert!(has_whitespace_outside_strings(r#"{"a": 1}"#));
     }
 }

@@ -89,11 +89,7 @@ pub async fn run(
         limits: config.limits.clone(),
         metrics,
     });
-    let readiness_task = tokio::spawn(watch_kafka(
-        producer.clone(),
-        readiness.clone(),
-        metadata_timeout,
-    ));
+    let readiness_task = tokio::spawn(watch_kafka(producer.clone(), readiness.clone(), metadata_timeout));
 
     let workers = if config.workers == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -106,9 +102,7 @@ pub async fn run(
             .app_data(app_state.clone())
             .app_data(web::PayloadConfig::new(app_state.limits.max_body_bytes))
             .wrap_fn(|request, service| {
-                let metrics = request
-                    .app_data::<web::Data<AppState>>()
-                    .map(|s| s.metrics.clone());
+                let metrics = request.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
                 if let Some(m) = &metrics {
                     m.requests_in_flight.inc();
                 }
@@ -126,10 +120,7 @@ pub async fn run(
                     response
                 }
             })
-            .route(
-                "/v1/streams/{stream}/events",
-                web::post().to(publish_events),
-            )
+            .route("/v1/streams/{stream}/events", web::post().to(publish_events))
             .default_service(web::to(sluice_runtime::error::not_found))
     })
     .workers(workers)
@@ -155,9 +146,7 @@ pub async fn run(
     readiness.set_draining();
     readiness_task.abort();
     let result = match served {
-        Some(result) => result
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|r| r),
+        Some(result) => result.map_err(|e| std::io::Error::other(e.to_string())).and_then(|r| r),
         None => {
             tracing::info!("draining: finishing in-flight requests");
             handle.stop(true).await;
@@ -170,10 +159,7 @@ pub async fn run(
     let unflushed = producer.flush(config.shutdown_timeout).await;
     if unflushed > 0 {
         // Only records whose requests already failed can be left: a 2xx waited for its acks.
-        tracing::warn!(
-            unflushed,
-            "producer still held records at the flush deadline"
-        );
+        tracing::warn!(unflushed, "producer still held records at the flush deadline");
     }
     admin.stop().await;
     tracing::info!("sluice-ingest stopped");
@@ -202,10 +188,7 @@ async fn publish_events(
 ) -> Result<HttpResponse, IngestError> {
     let stream = stream.into_inner();
     let topic = state.catalog.topic_for(&stream)?;
-    let content_type = request
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok());
+    let content_type = request.headers().get("content-type").and_then(|v| v.to_str().ok());
     let format = BodyFormat::from_content_type(content_type)?;
 
     let max = state.limits.max_body_bytes;
@@ -230,19 +213,11 @@ async fn publish_events(
 
     let events = event::parse_body(&body, format, &state.limits)?;
     state.topics.ensure_exists(&stream, &topic).await?;
-    let traceparent = trace::traceparent(
-        request
-            .headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok()),
-    );
+    let traceparent = trace::traceparent(request.headers().get("traceparent").and_then(|v| v.to_str().ok()));
 
     let started = Instant::now();
     let outcome = publish::publish(&state.producer, &topic, events, &traceparent).await;
-    state
-        .metrics
-        .produce_latency
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.produce_latency.observe(started.elapsed().as_secs_f64());
     Ok(outcome.into_response(&stream, &state.metrics))
 }
 

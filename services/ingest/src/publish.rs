@@ -62,19 +62,12 @@ pub struct Outcome {
 }
 
 /// Produces `events` to `topic` and waits for every acknowledgement or failure.
-pub async fn publish(
-    producer: &Producer,
-    topic: &str,
-    events: Vec<Event>,
-    traceparent: &str,
-) -> Outcome {
+pub async fn publish(producer: &Producer, topic: &str, events: Vec<Event>, traceparent: &str) -> Outcome {
     let mut handed: Vec<Result<sluice_kafka::Pending, Failure>> = Vec::with_capacity(events.len());
     let mut refused: Option<String> = None;
     for event in events {
         if let Some(reason) = &refused {
-            let err = KafkaError::Task(format!(
-                "not sent because an earlier event was refused: {reason}"
-            ));
+            let err = KafkaError::Task(format!("not sent because an earlier event was refused: {reason}"));
             handed.push(Err(Failure::NotSent(err)));
             continue;
         }
@@ -88,10 +81,7 @@ pub async fn publish(
     }
     let results = join_all(handed.into_iter().map(|h| async move {
         match h {
-            Ok(pending) => pending
-                .acknowledged()
-                .await
-                .map_err(Failure::NotAcknowledged),
+            Ok(pending) => pending.acknowledged().await.map_err(Failure::NotAcknowledged),
             Err(failure) => Err(failure),
         }
     }))
@@ -105,10 +95,7 @@ fn record(topic: &str, event: Event, traceparent: &str) -> OutRecord {
         headers.push((HEADER_EVENT_TYPE.to_owned(), event_type.into_bytes()));
     }
     headers.push((HEADER_CONTENT_TYPE.to_owned(), b"application/json".to_vec()));
-    headers.push((
-        HEADER_TRACEPARENT.to_owned(),
-        traceparent.as_bytes().to_vec(),
-    ));
+    headers.push((HEADER_TRACEPARENT.to_owned(), traceparent.as_bytes().to_vec()));
     OutRecord {
         topic: topic.to_owned(),
         key: event.key.map(String::into_bytes),

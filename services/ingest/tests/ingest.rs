@@ -32,10 +32,7 @@ impl Fixture {
         let ingest = RunningService::start(move |listener, admin, shutdown| {
             sluice_ingest::run(config, listener, admin, shutdown)
         });
-        ingest
-            .wait_ready(READY_TIMEOUT)
-            .await
-            .expect("ingest ready");
+        ingest.wait_ready(READY_TIMEOUT).await.expect("ingest ready");
         Self {
             kafka,
             ingest,
@@ -45,19 +42,11 @@ impl Fixture {
 
     async fn topic(&self, partitions: i32) -> String {
         let topic = self.kafka.unique_topic("ingest");
-        self.kafka
-            .create_topic(&topic, partitions)
-            .await
-            .expect("create topic");
+        self.kafka.create_topic(&topic, partitions).await.expect("create topic");
         topic
     }
 
-    async fn post(
-        &self,
-        stream: &str,
-        content_type: &str,
-        body: impl Into<reqwest::Body>,
-    ) -> (u16, Value) {
+    async fn post(&self, stream: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
         let response = self
             .http
             .post(self.ingest.url(&format!("/v1/streams/{stream}/events")))
@@ -72,8 +61,7 @@ impl Fixture {
     }
 
     async fn post_json(&self, stream: &str, body: Value) -> (u16, Value) {
-        self.post(stream, "application/json", body.to_string())
-            .await
+        self.post(stream, "application/json", body.to_string()).await
     }
 
     /// Publishes two keyed events tagged `tag`; returns the status, the reply and their data.
@@ -85,10 +73,7 @@ impl Fixture {
     }
 
     async fn stop(self) {
-        self.ingest
-            .stop(Duration::from_secs(30))
-            .await
-            .expect("clean stop");
+        self.ingest.stop(Duration::from_secs(30)).await.expect("clean stop");
     }
 }
 
@@ -97,12 +82,7 @@ fn positions(body: &Value) -> Vec<(i32, i64)> {
         .as_array()
         .expect("events array")
         .iter()
-        .map(|e| {
-            (
-                e["partition"].as_i64().unwrap() as i32,
-                e["offset"].as_i64().unwrap(),
-            )
-        })
+        .map(|e| (e["partition"].as_i64().unwrap() as i32, e["offset"].as_i64().unwrap()))
         .collect()
 }
 
@@ -118,8 +98,12 @@ async fn single_array_and_ndjson_publishes_read_back_exactly() {
         )
         .await;
     assert_eq!(status, 200, "{one}");
-    let (status, array) =
-        f.post_json(&topic, json!([{"data": 1}, {"key": "user-2", "data": [2, "two"]}, {"type": "t", "data": null}])).await;
+    let (status, array) = f
+        .post_json(
+            &topic,
+            json!([{"data": 1}, {"key": "user-2", "data": [2, "two"]}, {"type": "t", "data": null}]),
+        )
+        .await;
     assert_eq!(status, 200, "{array}");
     let ndjson = "{\"data\":\"a\"}\n\n{\"key\":\"k\",\"type\":\"nd\",\"data\":{\"b\": true}}\n";
     let (status, nd) = f.post(&topic, "application/x-ndjson", ndjson).await;
@@ -148,22 +132,10 @@ async fn single_array_and_ndjson_publishes_read_back_exactly() {
     // One partition: Kafka order is request order, and offsets are the ones reported.
     for (i, (record, (key, event_type, value))) in records.iter().zip(expected).enumerate() {
         assert_eq!((record.partition, record.offset), reported[i], "record {i}");
-        assert_eq!(
-            record.key.as_deref(),
-            key.map(str::as_bytes),
-            "record {i} key"
-        );
-        assert_eq!(
-            record.value.as_deref(),
-            Some(value.as_bytes()),
-            "record {i} value"
-        );
+        assert_eq!(record.key.as_deref(), key.map(str::as_bytes), "record {i} key");
+        assert_eq!(record.value.as_deref(), Some(value.as_bytes()), "record {i} value");
         assert_eq!(record.header("sse-event"), event_type, "record {i} type");
-        assert_eq!(
-            record.header("content-type"),
-            Some("application/json"),
-            "record {i}"
-        );
+        assert_eq!(record.header("content-type"), Some("application/json"), "record {i}");
         let traceparent = record.header("traceparent").expect("traceparent header");
         assert!(sluice_ingest::trace::is_valid(traceparent), "{traceparent}");
     }
@@ -201,11 +173,7 @@ async fn keyed_events_land_where_murmur2_says_and_keep_per_key_order() {
     let (status, body) = f.post_json(&topic, Value::Array(events)).await;
     assert_eq!(status, 200, "{body}");
 
-    let records = f
-        .kafka
-        .read_records(&topic, 300, READ_TIMEOUT)
-        .await
-        .unwrap();
+    let records = f.kafka.read_records(&topic, 300, READ_TIMEOUT).await.unwrap();
     let mut last_seq_per_key = std::collections::HashMap::new();
     for record in &records {
         let key = record.key.as_deref().expect("keyed");
@@ -218,10 +186,7 @@ async fn keyed_events_land_where_murmur2_says_and_keep_per_key_order() {
             .as_i64()
             .unwrap();
         if let Some(previous) = last_seq_per_key.insert(key.to_vec(), seq) {
-            assert!(
-                seq > previous,
-                "per-key order broken: {previous} then {seq}"
-            );
+            assert!(seq > previous, "per-key order broken: {previous} then {seq}");
         }
     }
     f.stop().await;
@@ -239,13 +204,7 @@ async fn bad_requests_get_json_errors_and_write_nothing() {
     let topic = f.topic(1).await;
 
     let cases: Vec<(&str, String, &str, u16, &str)> = vec![
-        (
-            "application/json",
-            "{\"data\":".into(),
-            "bad JSON",
-            400,
-            "invalid_json",
-        ),
+        ("application/json", "{\"data\":".into(), "bad JSON", 400, "invalid_json"),
         (
             "application/json",
             r#"{"type":"a\nb","data":1}"#.into(),
@@ -274,13 +233,7 @@ async fn bad_requests_get_json_errors_and_write_nothing() {
             400,
             "invalid_event",
         ),
-        (
-            "application/json",
-            "[]".into(),
-            "empty batch",
-            400,
-            "invalid_event",
-        ),
+        ("application/json", "[]".into(), "empty batch", 400, "invalid_event"),
         (
             "application/x-ndjson",
             "{\"data\":1}\nnot json\n".into(),
@@ -322,9 +275,7 @@ async fn bad_requests_get_json_errors_and_write_nothing() {
         assert_eq!(got, status, "{what}: {error}");
         assert_eq!(error["error"]["code"], code, "{what}: {error}");
         assert!(
-            error["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
+            error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
             "{what}: {error}"
         );
     }
@@ -340,17 +291,9 @@ async fn bad_requests_get_json_errors_and_write_nothing() {
         (400, Some("invalid_stream_name")),
         "{error}"
     );
-    let response = f
-        .http
-        .get(f.ingest.url("/v1/nothing"))
-        .send()
-        .await
-        .unwrap();
+    let response = f.http.get(f.ingest.url("/v1/nothing")).send().await.unwrap();
     assert_eq!(response.status(), 404);
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["error"]["code"],
-        "not_found"
-    );
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "not_found");
     let response = f
         .http
         .post(f.ingest.url(&format!("/v1/streams/{topic}/events")))
@@ -381,9 +324,7 @@ async fn bad_requests_get_json_errors_and_write_nothing() {
         "{metrics}"
     );
     assert!(
-        metrics.contains(&format!(
-            "sluice_ingest_events_produced_total{{stream=\"{topic}\"}} 1"
-        )),
+        metrics.contains(&format!("sluice_ingest_events_produced_total{{stream=\"{topic}\"}} 1")),
         "{metrics}"
     );
     f.stop().await;
@@ -415,11 +356,7 @@ async fn broker_down_gives_503_in_time_and_recovers_without_losing_acknowledged_
         .unwrap();
     let elapsed = started.elapsed();
     assert_eq!(response.status(), 503);
-    let retry_after: u64 = response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=5).contains(&retry_after));
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "kafka_unavailable", "{body}");
@@ -435,26 +372,18 @@ async fn broker_down_gives_503_in_time_and_recovers_without_losing_acknowledged_
 
     f.kafka.set_brokers_up(true).unwrap();
     let attempts = std::sync::atomic::AtomicUsize::new(0);
-    let (body, data) = sluice_testkit::eventually(
-        "publishing to work again",
-        Duration::from_secs(60),
-        || async {
-            let attempt = attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (status, body, data) = f.publish_pair(&topic, &format!("after-{attempt}")).await;
-            (status == 200).then_some((body, data))
-        },
-    )
+    let (body, data) = sluice_testkit::eventually("publishing to work again", Duration::from_secs(60), || async {
+        let attempt = attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (status, body, data) = f.publish_pair(&topic, &format!("after-{attempt}")).await;
+        (status == 200).then_some((body, data))
+    })
     .await
     .unwrap();
     written.extend(positions(&body).into_iter().zip(data));
 
     // Every event reported written is in Kafka at the position reported. The unacknowledged
     // ones may or may not be (the reply said so); they do not count.
-    let records = f
-        .kafka
-        .read_records(&topic, written.len(), READ_TIMEOUT)
-        .await
-        .unwrap();
+    let records = f.kafka.read_records(&topic, written.len(), READ_TIMEOUT).await.unwrap();
     let present: HashSet<((i32, i64), String)> = records
         .iter()
         .map(|r| {
@@ -501,31 +430,21 @@ async fn shutdown_during_a_burst_loses_no_acknowledged_event() {
                 let Ok(reply) = response.json::<Value>().await else {
                     continue;
                 };
-                acked
-                    .lock()
-                    .unwrap()
-                    .extend(positions(&reply).into_iter().zip(data));
+                acked.lock().unwrap().extend(positions(&reply).into_iter().zip(data));
             }
         }));
     }
     let count = || acked.lock().unwrap().len();
-    sluice_testkit::eventually(
-        "a burst of acknowledged events",
-        Duration::from_secs(30),
-        || {
-            let n = count();
-            async move { (n >= 500).then_some(()) }
-        },
-    )
+    sluice_testkit::eventually("a burst of acknowledged events", Duration::from_secs(30), || {
+        let n = count();
+        async move { (n >= 500).then_some(()) }
+    })
     .await
     .unwrap();
 
     f.ingest.begin_shutdown();
     let Fixture { kafka, ingest, .. } = f;
-    ingest
-        .stop(Duration::from_secs(60))
-        .await
-        .expect("clean stop");
+    ingest.stop(Duration::from_secs(60)).await.expect("clean stop");
     for client in clients {
         tokio::time::timeout(Duration::from_secs(30), client)
             .await
@@ -534,10 +453,7 @@ async fn shutdown_during_a_burst_loses_no_acknowledged_event() {
     }
 
     let acked = acked.lock().unwrap().clone();
-    let records = kafka
-        .read_records(&topic, acked.len(), READ_TIMEOUT)
-        .await
-        .unwrap();
+    let records = kafka.read_records(&topic, acked.len(), READ_TIMEOUT).await.unwrap();
     let present: HashSet<((i32, i64), String)> = records
         .iter()
         .map(|r| {
@@ -575,24 +491,10 @@ async fn drain_fails_readiness_and_finishes_the_request_in_flight() {
     socket.write_all(request.as_bytes()).await.unwrap();
     socket.write_all(head).await.unwrap();
     let in_flight = f.ingest.admin_url("/metrics");
-    sluice_testkit::eventually(
-        "the request to be in flight",
-        Duration::from_secs(10),
-        || async {
-            let metrics = f
-                .http
-                .get(&in_flight)
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            metrics
-                .contains("sluice_ingest_requests_in_flight 1")
-                .then_some(())
-        },
-    )
+    sluice_testkit::eventually("the request to be in flight", Duration::from_secs(10), || async {
+        let metrics = f.http.get(&in_flight).send().await.ok()?.text().await.ok()?;
+        metrics.contains("sluice_ingest_requests_in_flight 1").then_some(())
+    })
     .await
     .unwrap();
 
