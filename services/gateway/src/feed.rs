@@ -234,7 +234,8 @@ impl Feed {
         self.log.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    pub(crate) fn add_subscriber(&self) {
+    /// Counts a subscriber; [`crate::hub::FeedLease`] undoes it on drop.
+    pub fn add_subscriber(&self) {
         self.subscribers.fetch_add(1, Ordering::SeqCst);
         *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }

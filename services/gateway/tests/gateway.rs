@@ -505,3 +505,88 @@ async fn connections_end_at_their_maximum_lifetime_with_a_retry() {
     );
     gateway.stop(WAIT).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_from_other_producers_follow_the_documented_mapping() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let f = Fixture::start().await;
+    let topic = f.topic(1).await;
+    let foreign: FutureProducer = f.kafka.client_config().create().unwrap();
+    let timeout = rdkafka::util::Timeout::After(WAIT);
+    // No headers, plain text with a line break; bytes that are not UTF-8; a tombstone.
+    foreign
+        .send(
+            FutureRecord::<[u8], [u8]>::to(&topic).payload(b"line one\nline two"),
+            timeout,
+        )
+        .await
+        .unwrap();
+    foreign
+        .send(
+            FutureRecord::<[u8], [u8]>::to(&topic).payload(&[0xff, 0xfe, 0x00]),
+            timeout,
+        )
+        .await
+        .unwrap();
+    foreign
+        .send(FutureRecord::<[u8], [u8]>::to(&topic).key(b"user-9"), timeout)
+        .await
+        .unwrap();
+
+    let gateway = f.gateway(|_| {}).await;
+    let mut stream = f
+        .open(&gateway, &format!("/v1/streams/{topic}?from=earliest"), None)
+        .await;
+    let events = read_n(&mut stream, 3).await;
+    assert_eq!(
+        (events[0].event_type.as_str(), events[0].data.as_str()),
+        ("message", "line one\nline two")
+    );
+    assert_eq!(events[1].event_type, "sluice.binary");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&events[1].data).unwrap()["base64"],
+        "//4A"
+    );
+    assert_eq!(events[2].event_type, "sluice.tombstone");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&events[2].data).unwrap()["key"],
+        "user-9"
+    );
+    gateway.stop(WAIT).await.unwrap();
+}
+
+/// `since` needs Kafka's offsets-by-timestamp, which the embedded broker cannot answer: this
+/// runs against a real broker (`SLUICE_TEST_KAFKA_BROKERS`) and says so otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_starts_at_the_first_record_at_or_after_the_time() {
+    let f = Fixture::start().await;
+    if f.kafka.supports_fault_injection() {
+        eprintln!("skipped: the embedded broker cannot look up offsets by timestamp; set SLUICE_TEST_KAFKA_BROKERS");
+        return;
+    }
+    let topic = f.topic(1).await;
+    for (i, ts) in [1_000_000_i64, 2_000_000, 3_000_000].into_iter().enumerate() {
+        let record = OutRecord {
+            topic: topic.clone(),
+            value: format!("\"e-{i}\"").into_bytes(),
+            timestamp_ms: Some(ts),
+            ..OutRecord::default()
+        };
+        f.producer.send(&record).await.unwrap();
+    }
+    let gateway = f.gateway(|_| {}).await;
+    let mut stream = f
+        .open(&gateway, &format!("/v1/streams/{topic}?since=1500000"), None)
+        .await;
+    assert_eq!(data(&read_n(&mut stream, 2).await), vec!["e-1", "e-2"]);
+    let mut rfc = f
+        .open(
+            &gateway,
+            &format!("/v1/streams/{topic}?since=1970-01-01T00:50:00Z"),
+            None,
+        )
+        .await;
+    assert_eq!(data(&read_n(&mut rfc, 1).await), vec!["e-2"]);
+    gateway.stop(WAIT).await.unwrap();
+}

@@ -1,0 +1,169 @@
+//! The connection engine without HTTP or a broker: a feed fed by hand, a subscriber writing
+//! into a channel, and tokio's paused clock, so timers are tested exactly and instantly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prometheus_client::registry::Registry;
+use sluice_gateway::feed::{Feed, FeedLimits};
+use sluice_gateway::hub::FeedLease;
+use sluice_gateway::kafka::KafkaContext;
+use sluice_gateway::metrics::GatewayMetrics;
+use sluice_gateway::subscriber::{Filter, Out, Start, Subscriber, Timing};
+use sluice_kafka::KafkaArgs;
+use sluice_sse::{parse_stream, Cursor};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const HEARTBEAT: Duration = Duration::from_secs(15);
+const CHECKPOINT: Duration = Duration::from_secs(5);
+
+fn timing() -> Timing {
+    Timing {
+        heartbeat: HEARTBEAT,
+        checkpoint_interval: CHECKPOINT,
+        retry: Duration::from_secs(2),
+        lifetime: None,
+        drain_window: Duration::from_secs(10),
+        write_timeout: Duration::from_secs(30),
+        inbox_events: 16,
+    }
+}
+
+struct Harness {
+    feed: Arc<Feed>,
+    rx: mpsc::Receiver<Bytes>,
+    drain: CancellationToken,
+}
+
+fn subscribe(partitions: usize, filter: Filter) -> Harness {
+    let limits = FeedLimits {
+        ring_events: 1000,
+        ring_bytes: 1 << 20,
+        inbox_events: 16,
+    };
+    let start = Cursor::new(sluice_sse::stream_fingerprint("t"), vec![0; partitions]);
+    let feed = Feed::detached("t", "t", start.clone(), limits);
+    feed.add_subscriber();
+    let metrics = GatewayMetrics::register(&mut Registry::default());
+    // Never contacted: the feed is detached and the position is in memory.
+    let kafka = KafkaContext::new(
+        KafkaArgs::new("127.0.0.1:9"),
+        tokio::runtime::Handle::current(),
+        metrics,
+        1,
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let (out, rx) = Out::channel(8, None, Duration::from_secs(30));
+    let drain = CancellationToken::new();
+    let subscriber = Subscriber::new(
+        FeedLease { feed: feed.clone() },
+        Arc::new(kafka),
+        filter,
+        Start {
+            position: start,
+            resumed: false,
+        },
+        timing(),
+        drain.clone(),
+        out,
+    );
+    tokio::spawn(subscriber.run());
+    Harness { feed, rx, drain }
+}
+
+async fn next_frame(rx: &mut mpsc::Receiver<Bytes>) -> String {
+    String::from_utf8(rx.recv().await.expect("a frame").to_vec()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_frame_is_a_jittered_retry_then_heartbeats_every_interval() {
+    let mut h = subscribe(1, Filter::default());
+    let first = next_frame(&mut h.rx).await;
+    let retry = parse_stream(first.as_bytes()).retry_ms.expect("retry: first");
+    assert!((1000..=3000).contains(&retry), "2 s ± 50%: {retry}");
+
+    let before = tokio::time::Instant::now();
+    assert_eq!(next_frame(&mut h.rx).await, ": \n\n");
+    assert_eq!(
+        before.elapsed(),
+        HEARTBEAT,
+        "a heartbeat after exactly the interval of silence"
+    );
+    assert_eq!(next_frame(&mut h.rx).await, ": \n\n");
+    assert_eq!(before.elapsed(), HEARTBEAT * 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_postpone_the_heartbeat() {
+    let mut h = subscribe(1, Filter::default());
+    next_frame(&mut h.rx).await; // retry
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    h.feed.append(0, 0, 0, None, None, Some(b"\"x\""));
+    let started = tokio::time::Instant::now();
+    assert!(next_frame(&mut h.rx).await.contains("data: \"x\""));
+    assert_eq!(next_frame(&mut h.rx).await, ": \n\n");
+    assert_eq!(started.elapsed(), HEARTBEAT, "measured from the last frame sent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn filtered_streams_checkpoint_past_skipped_records_and_only_then() {
+    let filter = Filter {
+        keys: Vec::new(),
+        types: vec!["wanted".into()],
+    };
+    let mut h = subscribe(2, filter);
+    next_frame(&mut h.rx).await; // retry
+    h.feed.append(0, 0, 0, None, Some(b"other"), Some(b"1"));
+    h.feed.append(1, 0, 0, None, Some(b"other"), Some(b"2"));
+    let started = tokio::time::Instant::now();
+    let checkpoint = next_frame(&mut h.rx).await;
+    assert_eq!(started.elapsed(), CHECKPOINT);
+    let parsed = parse_stream(checkpoint.as_bytes());
+    assert!(parsed.events.is_empty(), "id-only: nothing dispatched");
+    let id = parsed.last_event_id.expect("the id moved");
+    assert_eq!(Cursor::decode(&id).unwrap().offsets, vec![1, 1]);
+    // Nothing moved since: the next frame is a heartbeat, not another checkpoint.
+    assert_eq!(next_frame(&mut h.rx).await, ": \n\n");
+}
+
+#[tokio::test(start_paused = true)]
+async fn key_filtered_subscribers_get_only_their_keys_and_a_checkpoint_for_the_rest() {
+    // One partition, so both keys live in it: the subscriber must skip "b" but still advance.
+    let filter = Filter {
+        keys: vec![Bytes::from_static(b"a")],
+        types: Vec::new(),
+    };
+    let mut h = subscribe(1, filter);
+    next_frame(&mut h.rx).await; // retry
+    h.feed.append(0, 0, 0, Some(b"b"), None, Some(b"\"b0\""));
+    h.feed.append(0, 1, 0, Some(b"a"), None, Some(b"\"a1\""));
+    h.feed.append(0, 2, 0, Some(b"b"), None, Some(b"\"b2\""));
+    let frame = next_frame(&mut h.rx).await;
+    let parsed = parse_stream(frame.as_bytes());
+    assert_eq!(parsed.events.len(), 1);
+    assert_eq!(parsed.events[0].data, "\"a1\"");
+    assert_eq!(
+        Cursor::decode(parsed.events[0].id.as_deref().unwrap()).unwrap().offsets,
+        vec![2]
+    );
+    let checkpoint = parse_stream(next_frame(&mut h.rx).await.as_bytes());
+    assert_eq!(
+        Cursor::decode(&checkpoint.last_event_id.unwrap()).unwrap().offsets,
+        vec![3]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_ends_the_stream_within_the_window_with_a_retry() {
+    let mut h = subscribe(1, Filter::default());
+    next_frame(&mut h.rx).await; // retry
+    let started = tokio::time::Instant::now();
+    h.drain.cancel();
+    let last = next_frame(&mut h.rx).await;
+    assert!(parse_stream(last.as_bytes()).retry_ms.is_some(), "{last:?}");
+    assert!(started.elapsed() <= timing().drain_window);
+    assert!(h.rx.recv().await.is_none(), "then the stream ends");
+}
