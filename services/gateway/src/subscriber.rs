@@ -293,10 +293,13 @@ impl Subscriber {
     async fn serve_memory(&mut self, mut next: u64) -> Result<(), End> {
         let feed = self.feed().clone();
         let mut head = feed.watch_head();
-        let mut batch = Vec::with_capacity(BATCH);
+        // Whatever happened before (a catch-up from Kafka, a gap), alignment with the ring's
+        // shared ids must be proven again, entry by entry.
+        self.aligned = false;
         loop {
             head.borrow_and_update();
-            batch.clear();
+            // Allocated per wake, not held while idle: idle connections must stay small.
+            let mut batch = Vec::new();
             if feed.read(next, BATCH, &mut batch, None) == Err(Evicted) {
                 return Ok(());
             }
@@ -473,7 +476,7 @@ impl Subscriber {
         // The memory floor only moves forward; re-read it every few hundred records.
         let mut since_check = 0usize;
         loop {
-            if since_check == 0 && self.covered_by(&feed.memory_floor()) {
+            if since_check == 0 && self.covered_by(&feed.memory_floor(), &behind) {
                 break;
             }
             match reader.next(CATCHUP_POLL).await {
@@ -526,8 +529,10 @@ impl Subscriber {
         Ok(())
     }
 
-    fn covered_by(&self, floor: &[i64]) -> bool {
-        self.needed.iter().all(|&p| self.position.offsets[p] >= floor[p])
+    /// Whether `partitions` have reached memory. Only the partitions this reader reads: one
+    /// that memory covered at the start but has since been evicted is the next round's job.
+    fn covered_by(&self, floor: &[i64], partitions: &[usize]) -> bool {
+        partitions.iter().all(|&p| self.position.offsets[p] >= floor[p])
     }
 
     async fn send_chunk(&mut self, chunk: Bytes, newest_ms: i64) -> Result<(), End> {

@@ -72,7 +72,10 @@ impl Fixture {
 async fn read_n(stream: &mut SseStream, n: usize) -> Vec<ParsedEvent> {
     let mut events = Vec::with_capacity(n);
     while events.len() < n {
-        events.push(stream.next_event(WAIT).await.unwrap());
+        match stream.next_event(WAIT).await {
+            Ok(event) => events.push(event),
+            Err(err) => panic!("after {} of {n} events: {err}", events.len()),
+        }
     }
     events
 }
@@ -588,5 +591,86 @@ async fn since_starts_at_the_first_record_at_or_after_the_time() {
         )
         .await;
     assert_eq!(data(&read_n(&mut rfc, 1).await), vec!["e-2"]);
+    gateway.stop(WAIT).await.unwrap();
+}
+
+/// A reader that falls behind a small ring continues from Kafka and comes back to memory; every
+/// id it was given along the way still resumes exactly after its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_falls_behind_the_ring_continues_and_its_ids_stay_exact() {
+    let f = Fixture::start().await;
+    let topic = f.topic(3).await;
+    let gateway = f.gateway(|c| c.ring_events = 20).await;
+    let mut stream = f.open(&gateway, &format!("/v1/streams/{topic}"), None).await;
+    f.publish(&topic, "warm", 1, 5).await;
+    let mut events = read_n(&mut stream, 1).await;
+    // Not reading while 3000 events (~1 MB of frames) go by: far past the ring and buffers.
+    let payload = "p".repeat(300);
+    f.publish(&topic, &format!("e-{payload}"), 3000, 5).await;
+    // More keep coming while it catches up, so it returns to a ring that has moved on.
+    let producer = f.producer.clone();
+    let more_topic = topic.clone();
+    let more = tokio::spawn(async move {
+        for batch in 0..30 {
+            for i in 0..100 {
+                let record = OutRecord {
+                    topic: more_topic.clone(),
+                    key: Some(format!("k{}", i % 5).into_bytes()),
+                    value: format!("\"more-{batch}-{i}\"").into_bytes(),
+                    ..OutRecord::default()
+                };
+                producer.send(&record).await.unwrap();
+            }
+        }
+    });
+    events.extend(read_n(&mut stream, 6000).await);
+    more.await.unwrap();
+    let mut seen: Vec<String> = data(&events);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 6001, "no loss, no duplicate");
+    let metrics = f
+        .http
+        .get(gateway.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("sluice_gateway_catchup_readers_active 0"), "{metrics}");
+    assert!(
+        !metrics.contains("sluice_gateway_resumes_total{source=\"kafka\""),
+        "no client resumed: {metrics}"
+    );
+    // Each id is the previous one advanced in exactly one partition by exactly one record.
+    let cursors: Vec<Cursor> = events
+        .iter()
+        .map(|e| Cursor::decode(e.id.as_deref().unwrap()).unwrap())
+        .collect();
+    for (i, pair) in cursors.windows(2).enumerate() {
+        let steps: Vec<i64> = pair[1]
+            .offsets
+            .iter()
+            .zip(&pair[0].offsets)
+            .map(|(b, a)| b - a)
+            .collect();
+        assert!(
+            steps.iter().all(|&d| d >= 0) && steps.iter().sum::<i64>() == 1,
+            "ids {i}→{}: {steps:?}",
+            i + 1
+        );
+    }
+    // Resume from ids taken all along the way: each gives exactly the events after it.
+    for k in [0, 1, 1500, 3100, 5999] {
+        let id = events[k].id.clone().unwrap();
+        let mut resumed = f.open(&gateway, &format!("/v1/streams/{topic}"), Some(&id)).await;
+        let rest = read_n(&mut resumed, 6000 - k).await;
+        let mut expected: Vec<String> = data(&events[k + 1..]);
+        let mut got = data(&rest);
+        expected.sort();
+        got.sort();
+        assert_eq!(got, expected, "resume after event {k}");
+    }
     gateway.stop(WAIT).await.unwrap();
 }
