@@ -99,6 +99,9 @@ async fn main() {
         gateway.admin_listen = offset_port(config.gateway_admin_listen, i);
         gateway.log = config.log.clone();
         gateway.drain_window = Duration::from_secs(2);
+        // The embedded broker answers an empty fetch only after the full wait, even when data
+        // arrives meanwhile; a short wait keeps the dev stack's latency low.
+        gateway.kafka.config.push("fetch.wait.max.ms=5".into());
         let listener = bind_or_exit(gateway.listen, "--gateway-listen");
         let admin = bind_or_exit(gateway.admin_listen, "--gateway-admin-listen");
         let url = format!("http://{}", listener.local_addr().expect("bound address"));

@@ -190,8 +190,12 @@ fn consumer_config(args: &KafkaArgs) -> Result<ClientConfig, KafkaError> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "50");
+        .set("auto.offset.reset", "earliest");
+    // Defaults an operator may override with --kafka-config. A real broker answers a fetch as
+    // soon as data arrives, so the wait only paces idle polling.
+    if config.get("fetch.wait.max.ms").is_none() {
+        config.set("fetch.wait.max.ms", "50");
+    }
     Ok(config)
 }
 

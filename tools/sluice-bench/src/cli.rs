@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::fanout::{FanoutArgs, LatencyArgs};
+use crate::hold::HoldArgs;
+use crate::idle::IdleArgs;
 use crate::ingest::IngestArgs;
 
 /// Benchmark harness for Sluice.
@@ -36,6 +39,24 @@ pub enum Command {
     /// Drive the ingest HTTP API (`POST /v1/streams/{stream}/events`) with closed-loop load,
     /// one phase per batch size, and report events/s, requests/s, errors and latency.
     Ingest(IngestArgs),
+
+    /// Open many idle SSE connections to one gateway (its own process) and report its memory
+    /// per connection (RSS growth ÷ connections), the kernel's socket memory, and its CPU
+    /// while idle.
+    Idle(IdleArgs),
+
+    /// Many subscribers on one stream, a steady publisher: report deliveries/s, gateway
+    /// CPU-seconds per million deliveries, publish→receive latency, gaps and duplicates.
+    Fanout(FanoutArgs),
+
+    /// The fanout machinery at 1,000 subscribers × 1,000 events/s: publish→receive latency
+    /// percentiles of a gateway with headroom.
+    Latency(LatencyArgs),
+
+    /// Internal: a helper process that holds SSE connections for `idle`, `fanout` and
+    /// `latency`, reporting to its parent on stdout.
+    #[command(hide = true)]
+    Hold(HoldArgs),
 }
 
 /// Parses a duration such as `10s`, `500ms`, `1.5s`, `2m` or `1h`; a bare number means seconds.
@@ -61,8 +82,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let value: f64 = number
         .parse()
         .map_err(|_| format!("`{text}` is not a duration such as 10s, 500ms or 2m"))?;
-    Duration::try_from_secs_f64(value * seconds_per_unit)
-        .map_err(|err| format!("`{text}` is out of range: {err}"))
+    Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|err| format!("`{text}` is out of range: {err}"))
 }
 
 /// Like [`parse_duration`], but rejects zero: for windows that must measure something.

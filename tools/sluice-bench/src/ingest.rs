@@ -42,8 +42,7 @@ use crate::cli::{parse_duration, parse_positive_duration};
 use crate::machine::Machine;
 use crate::progress::{spawn_reporter, Counters, PhaseClock};
 use crate::report::{
-    format_count, format_duration, format_rate, latency_histogram, write_json, LatencySummary,
-    Table, LATENCY_HEADERS,
+    format_count, format_duration, format_rate, latency_histogram, write_json, LatencySummary, Table, LATENCY_HEADERS,
 };
 use crate::stack::{DevStack, DevStackArgs};
 
@@ -206,8 +205,8 @@ impl Target {
         // `host_str` keeps IPv6 literals bracketed, as in the URL.
         let host = url.host_str().unwrap_or_default();
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let shares_machine = host.eq_ignore_ascii_case("localhost")
-            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let shares_machine =
+            host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
         Self {
             url: url.as_str().trim_end_matches('/').to_owned(),
             spawned_dev_stack: false,
@@ -248,9 +247,7 @@ fn header(machine: &Machine, target: &Target, args: &IngestArgs) -> String {
             machine.logical_cpus
         ));
     } else {
-        text.push_str(
-            "          the machine above runs the load generator; the server may run elsewhere\n",
-        );
+        text.push_str("          the machine above runs the load generator; the server may run elsewhere\n");
     }
     text.push_str(&format!(
         "workload  {} closed-loop clients, {}-byte payloads over {} keys, stream `{}`, \
@@ -286,12 +283,7 @@ struct PhaseContext {
     counters: Arc<Counters>,
 }
 
-async fn run_phase(
-    plan: &PhasePlan,
-    client: &Client,
-    url: &str,
-    pool: &Arc<EventPool>,
-) -> anyhow::Result<PhaseResult> {
+async fn run_phase(plan: &PhasePlan, client: &Client, url: &str, pool: &Arc<EventPool>) -> anyhow::Result<PhaseResult> {
     let name = format!("batch={}", plan.batch);
     eprintln!(
         "phase {name}: {} clients, {} warmup + {}",
@@ -360,12 +352,7 @@ async fn load_client(context: Arc<PhaseContext>, first_key: usize) -> Tally {
 }
 
 /// Sends one request and checks its reply.
-async fn ingest_once(
-    client: &Client,
-    url: &str,
-    body: Bytes,
-    events: usize,
-) -> Result<(), Failure> {
+async fn ingest_once(client: &Client, url: &str, body: Bytes, events: usize) -> Result<(), Failure> {
     let response = client
         .post(url)
         .header(CONTENT_TYPE, "application/json")
@@ -414,17 +401,10 @@ fn check_reply(body: &[u8], events: usize) -> Result<(), Failure> {
             detail: format!("sent {events} events, {} acknowledged", reply.events.len()),
         });
     }
-    if let Some(ack) = reply
-        .events
-        .iter()
-        .find(|ack| ack.partition < 0 || ack.offset < 0)
-    {
+    if let Some(ack) = reply.events.iter().find(|ack| ack.partition < 0 || ack.offset < 0) {
         return Err(Failure {
             kind: ErrorKind::BadReply,
-            detail: format!(
-                "acknowledgement at partition {} offset {}",
-                ack.partition, ack.offset
-            ),
+            detail: format!("acknowledgement at partition {} offset {}", ack.partition, ack.offset),
         });
     }
     Ok(())
@@ -569,9 +549,7 @@ impl Tally {
     }
 
     fn merge(&mut self, other: Tally) -> anyhow::Result<()> {
-        self.latency
-            .add(&other.latency)
-            .context("merging latency histograms")?;
+        self.latency.add(&other.latency).context("merging latency histograms")?;
         self.requests_ok += other.requests_ok;
         self.events_ok += other.events_ok;
         for (kind, theirs) in other.errors {
@@ -730,8 +708,7 @@ impl EventPool {
             let pad = payload_bytes.saturating_sub(data_head.len() + DATA_TAIL.len());
             let mut event = format!("{{\"key\":\"k{index}\",\"data\":{data_head}").into_bytes();
             event.extend((0..pad).map(|_| {
-                const ALPHABET: &[u8] =
-                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+                const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
                 // xorshift64: deterministic, fast, good enough to defeat compression.
                 random ^= random << 13;
                 random ^= random >> 7;
@@ -786,9 +763,7 @@ fn parse_base_url(text: &str) -> Result<Url, String> {
         return Err(format!("`{text}` has no host"));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "`{text}`: give the base URL only, without ?query or #fragment"
-        ));
+        return Err(format!("`{text}`: give the base URL only, without ?query or #fragment"));
     }
     Ok(url)
 }
@@ -814,6 +789,7 @@ mod tests {
         let argv = ["sluice-bench", "ingest"].iter().chain(args);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Ingest(args) => args,
+            other => panic!("parsed as {other:?}"),
         })
     }
 
@@ -853,10 +829,7 @@ mod tests {
             "http://127.0.0.1:8090"
         );
         for bad in ["https://ingest:443", "127.0.0.1:8090", "http://h/?x=1"] {
-            assert!(
-                parse(&["--url", bad]).is_err(),
-                "--url {bad:?} should be rejected"
-            );
+            assert!(parse(&["--url", bad]).is_err(), "--url {bad:?} should be rejected");
         }
         assert!(parse(&["--url", "http://h", "--dev-binary", "/x"]).is_err());
     }
@@ -906,13 +879,11 @@ mod tests {
         let pool = EventPool::new(10, 50);
         let mut next_key = 8;
 
-        let single: serde_json::Value =
-            serde_json::from_slice(&pool.body(1, &mut next_key)).unwrap();
+        let single: serde_json::Value = serde_json::from_slice(&pool.body(1, &mut next_key)).unwrap();
         assert_eq!(single["key"], "k8");
         assert_eq!(next_key, 9);
 
-        let batch: serde_json::Value =
-            serde_json::from_slice(&pool.body(4, &mut next_key)).unwrap();
+        let batch: serde_json::Value = serde_json::from_slice(&pool.body(4, &mut next_key)).unwrap();
         let keys: Vec<_> = batch
             .as_array()
             .unwrap()
@@ -928,35 +899,22 @@ mod tests {
         let two = br#"{"events":[{"partition":0,"offset":12,"timestamp":1732000000000},
                                  {"partition":3,"offset":7,"timestamp":1732000000001}]}"#;
         assert!(check_reply(two, 2).is_ok());
-        assert_eq!(
-            check_reply(two, 3).unwrap_err().kind,
-            ErrorKind::CountMismatch
-        );
+        assert_eq!(check_reply(two, 3).unwrap_err().kind, ErrorKind::CountMismatch);
         assert_eq!(check_reply(b"{}", 1).unwrap_err().kind, ErrorKind::BadReply);
         assert_eq!(check_reply(b"", 1).unwrap_err().kind, ErrorKind::BadReply);
         let negative = br#"{"events":[{"partition":0,"offset":-1}]}"#;
-        assert_eq!(
-            check_reply(negative, 1).unwrap_err().kind,
-            ErrorKind::BadReply
-        );
+        assert_eq!(check_reply(negative, 1).unwrap_err().kind, ErrorKind::BadReply);
     }
 
     #[test]
     fn error_replies_are_summarised_by_code_and_message() {
-        let body =
-            br#"{"error":{"code":"unavailable","message":"Kafka did not acknowledge in time"}}"#;
+        let body = br#"{"error":{"code":"unavailable","message":"Kafka did not acknowledge in time"}}"#;
         let failure = Failure::status(StatusCode::SERVICE_UNAVAILABLE, body);
         assert_eq!(failure.kind, ErrorKind::Status(503));
-        assert_eq!(
-            failure.detail,
-            "unavailable: Kafka did not acknowledge in time"
-        );
+        assert_eq!(failure.detail, "unavailable: Kafka did not acknowledge in time");
         let html = Failure::status(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>");
         assert_eq!(html.detail, "<html>bad gateway</html>");
-        assert_eq!(
-            Failure::status(StatusCode::NOT_FOUND, b"").detail,
-            "(empty body)"
-        );
+        assert_eq!(Failure::status(StatusCode::NOT_FOUND, b"").detail, "(empty body)");
     }
 
     #[test]
@@ -967,23 +925,11 @@ mod tests {
         };
         let mut a = Tally::new();
         a.record(Ok(()), 100, Duration::from_millis(2));
-        a.record(
-            Err(failure(ErrorKind::Status(503), "first")),
-            100,
-            Duration::ZERO,
-        );
+        a.record(Err(failure(ErrorKind::Status(503), "first")), 100, Duration::ZERO);
         let mut b = Tally::new();
         b.record(Ok(()), 100, Duration::from_millis(4));
-        b.record(
-            Err(failure(ErrorKind::Status(503), "second")),
-            100,
-            Duration::ZERO,
-        );
-        b.record(
-            Err(failure(ErrorKind::Timeout, "slow")),
-            100,
-            Duration::ZERO,
-        );
+        b.record(Err(failure(ErrorKind::Status(503), "second")), 100, Duration::ZERO);
+        b.record(Err(failure(ErrorKind::Timeout, "slow")), 100, Duration::ZERO);
         a.merge(b).unwrap();
 
         assert_eq!((a.requests_ok, a.events_ok), (2, 200));

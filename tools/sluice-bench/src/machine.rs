@@ -102,12 +102,7 @@ fn parse_mem_total(meminfo: &str) -> Option<u64> {
         .lines()
         .filter_map(|line| line.split_once(':'))
         .find(|(key, _)| key.trim() == "MemTotal")?;
-    let kib = value
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse::<u64>()
-        .ok()?;
+    let kib = value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
     kib.checked_mul(1024)
 }
 

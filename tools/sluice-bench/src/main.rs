@@ -1,8 +1,12 @@
 //! `sluice-bench`: the load generator and benchmark harness for Sluice.
 //!
-//! Each scenario is a subcommand with its own module (`ingest` today; `fanout`, `idle` and
-//! friends later). The modules around them hold what every scenario needs, so a new one is
-//! mostly its load loop:
+//! Each scenario is a subcommand with its own module: [`ingest`] drives the ingest API;
+//! [`idle`] and [`fanout`] (which also serves `latency`) measure the gateway, with the help of
+//! [`rig`] (broker, ingest and gateway as separate processes; the fleet of subscriber
+//! processes), [`hold`] (the hidden `hold` subcommand those subscriber processes run),
+//! [`sse_wire`] (the SSE client's byte-level parsing) and [`procfs`] (memory and CPU from
+//! `/proc`). The modules around them hold what every scenario needs, so a new one is mostly
+//! its load loop:
 //!
 //! - [`cli`]: the command line, and the argument parsers scenarios share;
 //! - [`machine`]: what hardware the numbers were measured on, because a figure without its
@@ -16,10 +20,16 @@
 //! diagnostics to stderr, so `sluice-bench ingest > result.txt` captures just the report.
 
 mod cli;
+mod fanout;
+mod hold;
+mod idle;
 mod ingest;
 mod machine;
+mod procfs;
 mod progress;
 mod report;
+mod rig;
+mod sse_wire;
 mod stack;
 
 use std::process::ExitCode;
@@ -33,6 +43,19 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A holder runs on one thread of its own; the parent measures, so it stays out of the way.
+    let cli = match cli.command {
+        Command::Hold(args) => {
+            return match hold::run_blocking(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        command => Cli { command, ..cli },
+    };
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
@@ -70,5 +93,9 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Ingest(args) => ingest::run(args).await,
+        Command::Idle(args) => idle::run(args).await,
+        Command::Fanout(args) => fanout::run("fanout", args.connections, args.rate, args.publish).await,
+        Command::Latency(args) => fanout::run("latency", args.connections, args.rate, args.publish).await,
+        Command::Hold(_) => unreachable!("hold runs on its own runtime, dispatched in main"),
     }
 }

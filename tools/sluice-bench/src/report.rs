@@ -54,14 +54,7 @@ impl LatencySummary {
         if self.count == 0 {
             return std::array::from_fn(|_| "-".to_owned());
         }
-        [
-            self.p50_us,
-            self.p90_us,
-            self.p99_us,
-            self.p999_us,
-            self.max_us,
-        ]
-        .map(format_micros)
+        [self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us].map(format_micros)
     }
 }
 
@@ -107,6 +100,32 @@ pub fn format_count(value: u64) -> String {
         out.push(digit);
     }
     out
+}
+
+/// A size in bytes with binary units and three significant figures: `870 B`, `11.2 KiB`,
+/// `123 MiB`, `1.50 GiB`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "B";
+    for next in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = next;
+    }
+    let decimals = if value < 10.0 {
+        2
+    } else if value < 100.0 {
+        1
+    } else {
+        0
+    };
+    format!("{value:.decimals$} {unit}")
 }
 
 /// A per-second rate, rounded to a whole number with separators (rates below 10 keep a decimal).
@@ -213,6 +232,16 @@ mod tests {
         assert_eq!(format_count(1_234_567), "1,234,567");
         assert_eq!(format_rate(2.46), "2.5");
         assert_eq!(format_rate(12_345.6), "12,346");
+    }
+
+    #[test]
+    fn formats_sizes_in_binary_units() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1024), "1.00 KiB");
+        assert_eq!(format_bytes(11_469), "11.2 KiB");
+        assert_eq!(format_bytes(123 << 20), "123 MiB");
+        assert_eq!(format_bytes(3 << 29), "1.50 GiB");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,13 +46,11 @@ pub struct DevStackArgs {
 /// A running `sluice-dev`, killed when dropped.
 #[derive(Debug)]
 pub struct DevStack {
-    child: Child,
-    binary: PathBuf,
+    service: Service,
     /// Base URL of the ingest HTTP API, as the stack announced it.
     pub ingest_url: String,
     /// The embedded broker's bootstrap address, if the stack announced it.
     pub kafka_bootstrap: Option<String>,
-    output: Arc<OutputLog>,
 }
 
 /// How often readiness is polled, and how long one probe may take.
@@ -66,29 +64,70 @@ impl DevStack {
     pub async fn start(args: &DevStackArgs) -> anyhow::Result<Self> {
         let binary = match &args.dev_binary {
             Some(path) => path.clone(),
-            None => default_dev_binary()?,
+            None => sibling_binary("sluice-dev")?,
         };
+        let [ingest_addr, admin_addr] = free_loopback_ports()?;
+        let mut command_args = vec![
+            "--ingest-listen".to_owned(),
+            ingest_addr.to_string(),
+            "--ingest-admin-listen".to_owned(),
+            admin_addr.to_string(),
+        ];
+        command_args.extend(args.dev_args.iter().cloned());
+        let mut service = Service::spawn(&binary, &command_args, &[])?;
+        service.wait_ready(admin_addr, args.ready_timeout).await?;
+
+        // The announced URL is authoritative; the address we asked for is the fallback should
+        // the line come later than readiness.
+        let announced = service.output.announced();
+        Ok(Self {
+            service,
+            ingest_url: announced.ingest_url.unwrap_or_else(|| format!("http://{ingest_addr}")),
+            kafka_bootstrap: announced.kafka_bootstrap,
+        })
+    }
+
+    /// Fails if the child has exited: a benchmark against a dead stack measures nothing.
+    pub fn ensure_running(&mut self) -> anyhow::Result<()> {
+        self.service.ensure_running()
+    }
+
+    /// Stops the stack; fails if it had already died on its own.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.service.stop().await
+    }
+}
+
+/// A child process of the bench (a Sluice service, the broker), killed when dropped; its
+/// output is drained continuously and its last lines kept to explain a failure.
+#[derive(Debug)]
+pub struct Service {
+    child: Child,
+    binary: PathBuf,
+    pid: u32,
+    output: Arc<OutputLog>,
+}
+
+impl Service {
+    /// Spawns `binary` with `args` and extra environment variables.
+    pub fn spawn(binary: &Path, args: &[String], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
         if !binary.is_file() {
             bail!(
-                "dev stack binary {} not found: build it (`cargo build --release --bin sluice-dev`), \
-                 point --dev-binary at it, or benchmark a running service with --url",
+                "{} not found: build it (`cargo build --release -p sluice-dev -p sluice-gateway \
+                 -p sluice-ingest -p sluice-bench`), or point the matching --*-binary flag at it",
                 binary.display()
             );
         }
-        let [ingest_addr, admin_addr] = free_loopback_ports()?;
-
-        let mut child = Command::new(&binary)
-            .arg("--ingest-listen")
-            .arg(ingest_addr.to_string())
-            .arg("--ingest-admin-listen")
-            .arg(admin_addr.to_string())
-            .args(&args.dev_args)
+        let mut child = Command::new(binary)
+            .args(args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("spawning {}", binary.display()))?;
+        let pid = child.id().context("the child has no process id")?;
         let output = Arc::new(OutputLog::default());
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(drain(stdout, Arc::clone(&output)));
@@ -96,27 +135,21 @@ impl DevStack {
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(drain(stderr, Arc::clone(&output)));
         }
-
-        let mut stack = Self {
+        Ok(Self {
             child,
-            binary,
-            ingest_url: String::new(),
-            kafka_bootstrap: None,
+            binary: binary.to_owned(),
+            pid,
             output,
-        };
-        stack.wait_ready(admin_addr, args.ready_timeout).await?;
-
-        // The announced URL is authoritative; the address we asked for is the fallback should
-        // the line come later than readiness.
-        let announced = stack.output.announced();
-        stack.ingest_url = announced
-            .ingest_url
-            .unwrap_or_else(|| format!("http://{ingest_addr}"));
-        stack.kafka_bootstrap = announced.kafka_bootstrap;
-        Ok(stack)
+        })
     }
 
-    async fn wait_ready(&mut self, admin: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    /// The child's process id, for reading its `/proc` entries.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Polls `http://<admin>/readyz` until it answers 200, the child dies, or `timeout` passes.
+    pub async fn wait_ready(&mut self, admin: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
         let url = format!("http://{admin}/readyz");
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -144,9 +177,29 @@ impl DevStack {
         }
     }
 
-    /// Fails if the child has exited: a benchmark against a dead stack measures nothing.
+    /// Waits for the `KAFKA_BOOTSTRAP=…` line a `sluice-dev` prints once its broker runs.
+    pub async fn wait_kafka_bootstrap(&mut self, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        let mut ticks = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            ticks.tick().await;
+            if let Some(bootstrap) = self.output.announced().kafka_bootstrap {
+                return Ok(bootstrap);
+            }
+            self.ensure_running()?;
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} printed no KAFKA_BOOTSTRAP= line within {timeout:?}{}",
+                    self.binary.display(),
+                    self.output.tail_for_error()
+                );
+            }
+        }
+    }
+
+    /// Fails if the child has exited.
     pub fn ensure_running(&mut self) -> anyhow::Result<()> {
-        match self.child.try_wait().context("checking the dev stack")? {
+        match self.child.try_wait().context("checking a child process")? {
             None => Ok(()),
             Some(status) => bail!(
                 "{} exited unexpectedly ({status}){}",
@@ -156,24 +209,27 @@ impl DevStack {
         }
     }
 
-    /// Stops the stack; fails if it had already died on its own.
+    /// The child's most recent output lines, formatted to end an error or a report.
+    pub fn tail(&self) -> String {
+        self.output.tail_for_error()
+    }
+
+    /// Kills the child; fails if it had already died on its own.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.ensure_running()?;
         // SIGKILL rather than a graceful stop: the mock broker keeps nothing worth flushing,
         // and the drain window of a graceful stop would only slow the bench down.
-        self.child.start_kill().context("killing the dev stack")?;
+        self.child.start_kill().context("killing a child process")?;
         let _ = tokio::time::timeout(REAP_TIMEOUT, self.child.wait()).await;
         Ok(())
     }
 }
 
-/// `sluice-dev` next to this executable: cargo puts every binary of a profile in one directory.
-fn default_dev_binary() -> anyhow::Result<PathBuf> {
+/// A binary next to this executable: cargo puts every binary of a profile in one directory.
+pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating this executable")?;
-    let dir = exe
-        .parent()
-        .context("this executable has no parent directory")?;
-    Ok(dir.join(format!("sluice-dev{}", std::env::consts::EXE_SUFFIX)))
+    let dir = exe.parent().context("this executable has no parent directory")?;
+    Ok(dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
 }
 
 /// Picks `N` distinct free loopback ports by binding port 0 and letting go.
@@ -181,7 +237,7 @@ fn default_dev_binary() -> anyhow::Result<PathBuf> {
 /// All listeners are held until every port is chosen, so the ports differ; between dropping
 /// them and the child binding, another process could take one — unlikely, and it would show
 /// as a clear bind error from the child.
-fn free_loopback_ports<const N: usize>() -> anyhow::Result<[SocketAddr; N]> {
+pub fn free_loopback_ports<const N: usize>() -> anyhow::Result<[SocketAddr; N]> {
     let listeners = (0..N)
         .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
         .collect::<Result<Vec<_>, _>>()
@@ -226,10 +282,7 @@ const TAIL_LINES: usize = 30;
 
 impl OutputLog {
     fn record(&self, line: String) {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         state.announced.absorb(&line);
         if state.tail.len() == TAIL_LINES {
             state.tail.pop_front();
@@ -238,19 +291,13 @@ impl OutputLog {
     }
 
     fn announced(&self) -> Announced {
-        let state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         state.announced.clone()
     }
 
     /// The last lines of output, formatted to end an error message (empty if there were none).
     fn tail_for_error(&self) -> String {
-        let state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if state.tail.is_empty() {
             return String::from("; it printed nothing");
         }

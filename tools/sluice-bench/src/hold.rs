@@ -1,0 +1,586 @@
+//! `sluice-bench hold` (hidden): a helper process that opens and holds SSE connections.
+//!
+//! A single process cannot hold 10,000 connections and more on this kind of machine (the file
+//! descriptor limit is per process), and the load generator should not pile its memory and
+//! CPU onto the parent that measures. So the gateway scenarios re-execute the bench as
+//! several holder processes, each given its share of the connections.
+//!
+//! A holder runs on one thread: its connections are tasks on a `LocalSet` sharing one tally
+//! and one read buffer, with no locks. Each connection is a bare `TcpStream` bound to one of
+//! the `--source-addrs` (so the ephemeral ports of a single source address never run out),
+//! speaking just enough HTTP/1.1 to send a GET and read a streaming response. Connections
+//! open at `--ramp-per-sec`; each counts as established once the gateway's `200` head
+//! arrives. Failures are not retried: they are what the benchmark reports.
+//!
+//! Talking to the parent: one JSON [`HolderMessage`] per line on stdout — a
+//! [`HolderMessage::Status`] every `--status-interval`, and one [`HolderMessage::Final`]
+//! at the end. The parent ends a holder by writing `stop` (optionally followed by the per-lane
+//! published counts as a JSON array, so each connection can count what it never received) on
+//! its stdin. The holder also stops, and exits, when its stdin closes (the parent died) or
+//! after `--deadline`, so no holder ever outlives a run.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinSet, LocalSet};
+use tokio::time::Instant;
+
+use crate::cli::parse_positive_duration;
+use crate::report::latency_histogram;
+use crate::sse_wire::{parse_probe, parse_response_head, ChunkedDecoder, Frame, LaneTracker, Observation, SseParser};
+
+/// Flags of the hidden `sluice-bench hold` subcommand (spawned by `idle`, `fanout`, `latency`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HoldArgs {
+    /// The gateway's SSE listener, `IP:PORT`.
+    #[arg(long, value_name = "ADDR")]
+    pub target: SocketAddr,
+
+    /// Request path and query, e.g. `/v1/streams/bench?from=latest`.
+    #[arg(long, value_name = "PATH")]
+    pub path: String,
+
+    /// Connections this process opens and holds.
+    #[arg(long, value_name = "N")]
+    pub connections: u32,
+
+    /// Connections opened per second by this process.
+    #[arg(long, value_name = "N", default_value_t = 1000.0)]
+    pub ramp_per_sec: f64,
+
+    /// Local addresses connections are bound to, round robin (comma-separated).
+    #[arg(long, value_name = "IP,IP,...", value_delimiter = ',', default_value = "127.0.0.1")]
+    pub source_addrs: Vec<Ipv4Addr>,
+
+    /// How long connecting and receiving the response head may take.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
+    pub connect_timeout: Duration,
+
+    /// Lanes of the bench payload to track for gaps and duplicates; 0 ignores payloads.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub lanes: u32,
+
+    /// Interval of status lines to the parent.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_positive_duration)]
+    pub status_interval: Duration,
+
+    /// Stop and exit after this long whatever happens: no holder outlives its run.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_positive_duration)]
+    pub deadline: Duration,
+}
+
+/// One line from a holder to its parent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HolderMessage {
+    Status(HolderCounts),
+    Final(Box<HolderFinal>),
+}
+
+/// Running counts of one holder; the parent sums them over holders.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderCounts {
+    /// Connections attempted so far.
+    pub attempted: u64,
+    /// Connections whose `200` head arrived (including those closed since).
+    pub established: u64,
+    /// Connections that never got a `200`: refused, timed out, answered another status.
+    pub failed: u64,
+    /// Established connections that ended before the holder stopped them.
+    pub closed: u64,
+    /// Events (frames with data) received, over all connections.
+    pub events: u64,
+    /// Bench events (with a probe) received.
+    pub probes: u64,
+    /// Heartbeat comments received.
+    pub heartbeats: u64,
+    /// Body bytes received (after chunked decoding).
+    pub body_bytes: u64,
+}
+
+impl HolderCounts {
+    pub fn add(&mut self, other: &Self) {
+        self.attempted += other.attempted;
+        self.established += other.established;
+        self.failed += other.failed;
+        self.closed += other.closed;
+        self.events += other.events;
+        self.probes += other.probes;
+        self.heartbeats += other.heartbeats;
+        self.body_bytes += other.body_bytes;
+    }
+
+    /// Connections currently open.
+    pub fn open(&self) -> u64 {
+        self.established - self.closed
+    }
+}
+
+/// A holder's last word.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HolderFinal {
+    pub counts: HolderCounts,
+    /// Bench events skipped inside a lane, plus those published but never received.
+    pub gaps: u64,
+    /// Of `gaps`, those published after the last event a connection received.
+    pub missing_tail: u64,
+    /// Bench events at or below a sequence number already received on their lane.
+    pub duplicates: u64,
+    /// Bench events with a lane number beyond `--lanes`.
+    pub unknown_lane: u64,
+    /// Latency histogram, as (value in µs, count) pairs: mergeable exactly.
+    pub latency_us: Vec<(u64, u64)>,
+    /// Connection failures and closes, by kind, with a first example.
+    pub errors: BTreeMap<String, ErrorSample>,
+}
+
+/// How often an error kind occurred, with the first example seen.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorSample {
+    pub count: u64,
+    pub example: String,
+}
+
+/// Adds one occurrence of `kind` to `errors`.
+pub fn count_error(errors: &mut BTreeMap<String, ErrorSample>, kind: String, example: String) {
+    errors
+        .entry(kind)
+        .and_modify(|sample| sample.count += 1)
+        .or_insert(ErrorSample { count: 1, example });
+}
+
+/// Histogram contents as (value, count) pairs.
+pub fn histogram_pairs(histogram: &Histogram<u64>) -> Vec<(u64, u64)> {
+    histogram
+        .iter_recorded()
+        .map(|bucket| (bucket.value_iterated_to(), bucket.count_at_value()))
+        .collect()
+}
+
+/// Adds (value, count) pairs to a histogram shaped like [`latency_histogram`]'s.
+pub fn add_pairs(histogram: &mut Histogram<u64>, pairs: &[(u64, u64)]) {
+    for &(value, count) in pairs {
+        histogram.saturating_record_n(value, count);
+    }
+}
+
+/// Everything the connections of this holder share.
+struct Shared {
+    args: HoldArgs,
+    request: Vec<u8>,
+    tally: RefCell<Tally>,
+    /// One read buffer for all connections: a task reads into it and parses before it yields.
+    scratch: RefCell<Vec<u8>>,
+}
+
+struct Tally {
+    counts: HolderCounts,
+    gaps: u64,
+    missing_tail: u64,
+    duplicates: u64,
+    unknown_lane: u64,
+    latency: Histogram<u64>,
+    errors: BTreeMap<String, ErrorSample>,
+}
+
+/// Runs the holder until stopped; the caller provides a current-thread runtime.
+pub async fn run(args: HoldArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(!args.source_addrs.is_empty(), "--source-addrs is empty");
+    anyhow::ensure!(args.ramp_per_sec > 0.0, "--ramp-per-sec must be positive");
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nUser-Agent: sluice-bench\r\n\r\n",
+        args.path, args.target
+    )
+    .into_bytes();
+    let shared = Rc::new(Shared {
+        request,
+        tally: RefCell::new(Tally {
+            counts: HolderCounts::default(),
+            gaps: 0,
+            missing_tail: 0,
+            duplicates: 0,
+            unknown_lane: 0,
+            latency: latency_histogram(),
+            errors: BTreeMap::new(),
+        }),
+        scratch: RefCell::new(vec![0; 64 * 1024]),
+        args,
+    });
+    LocalSet::new().run_until(hold(shared)).await
+}
+
+async fn hold(shared: Rc<Shared>) -> anyhow::Result<()> {
+    let deadline = Instant::now() + shared.args.deadline;
+    // `Some(published per lane)` once stopped; connections finish their books and end.
+    let (stop_tx, stop_rx) = watch::channel(None::<Rc<Vec<u64>>>);
+    let mut connections = JoinSet::new();
+
+    let opener = {
+        let shared = Rc::clone(&shared);
+        let stop_rx = stop_rx.clone();
+        tokio::task::spawn_local(async move {
+            let start = Instant::now();
+            let mut connections = JoinSet::new();
+            for index in 0..shared.args.connections {
+                if stop_rx.borrow().is_some() {
+                    break;
+                }
+                let due = start + Duration::from_secs_f64(f64::from(index) / shared.args.ramp_per_sec);
+                tokio::time::sleep_until(due).await;
+                connections.spawn_local(connection(index, Rc::clone(&shared), stop_rx.clone()));
+            }
+            connections
+        })
+    };
+
+    let reporter = {
+        let shared = Rc::clone(&shared);
+        tokio::task::spawn_local(async move {
+            let mut ticks = tokio::time::interval(shared.args.status_interval);
+            loop {
+                ticks.tick().await;
+                let counts = shared.tally.borrow().counts;
+                emit(&HolderMessage::Status(counts));
+            }
+        })
+    };
+
+    let published = tokio::select! {
+        command = read_stop_command() => command,
+        _ = tokio::time::sleep_until(deadline) => {
+            eprintln!("holder: deadline reached, stopping");
+            Vec::new()
+        }
+    };
+    let lanes = shared.args.lanes as usize;
+    let mut published = published;
+    published.resize(lanes, 0);
+    let _ = stop_tx.send(Some(Rc::new(published)));
+
+    // The opener sees the stop before its next connection; its tasks then see it too.
+    if let Ok(opened) = opener.await {
+        connections = opened;
+    }
+    let finish = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), finish).await.is_err() {
+        eprintln!("holder: connections did not finish within 10s of stop");
+    }
+    reporter.abort();
+
+    let tally = shared.tally.borrow();
+    emit(&HolderMessage::Final(Box::new(HolderFinal {
+        counts: tally.counts,
+        gaps: tally.gaps,
+        missing_tail: tally.missing_tail,
+        duplicates: tally.duplicates,
+        unknown_lane: tally.unknown_lane,
+        latency_us: histogram_pairs(&tally.latency),
+        errors: tally.errors.clone(),
+    })));
+    Ok(())
+}
+
+/// Waits for `stop [counts]` on stdin; EOF (the parent is gone) also stops, with no counts.
+async fn read_stop_command() -> Vec<u64> {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                if let Some(rest) = line.trim().strip_prefix("stop") {
+                    return serde_json::from_str(rest.trim()).unwrap_or_default();
+                }
+            }
+            Ok(None) | Err(_) => return Vec::new(),
+        }
+    }
+}
+
+/// Writes one message line to stdout; a parent that stopped listening is not our problem.
+fn emit(message: &HolderMessage) {
+    let mut line = serde_json::to_vec(message).expect("holder messages serialise");
+    line.push(b'\n');
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(&line).and_then(|()| stdout.flush());
+}
+
+/// One connection, from connect to stop.
+async fn connection(index: u32, shared: Rc<Shared>, mut stop: watch::Receiver<Option<Rc<Vec<u64>>>>) {
+    let args = &shared.args;
+    shared.tally.borrow_mut().counts.attempted += 1;
+    let source = args.source_addrs[index as usize % args.source_addrs.len()];
+    let opened = tokio::select! {
+        opened = tokio::time::timeout(args.connect_timeout, open(&shared, source)) => opened,
+        _ = stop.wait_for(Option::is_some) => return,
+    };
+    let (stream, body) = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err((kind, detail))) => {
+            let mut tally = shared.tally.borrow_mut();
+            tally.counts.failed += 1;
+            count_error(&mut tally.errors, kind, detail);
+            return;
+        }
+        Err(_) => {
+            let mut tally = shared.tally.borrow_mut();
+            tally.counts.failed += 1;
+            count_error(
+                &mut tally.errors,
+                "connect timeout".into(),
+                format!("no 200 within {:?}", args.connect_timeout),
+            );
+            return;
+        }
+    };
+    shared.tally.borrow_mut().counts.established += 1;
+
+    let mut reader = StreamReader {
+        chunked: body.chunked.then(ChunkedDecoder::default),
+        decoded: Vec::new(),
+        sse: SseParser::default(),
+        lanes: LaneTracker::new(args.lanes as usize),
+    };
+    let early = reader.absorb(&shared, &body.leftover).err();
+
+    let end = if let Some(err) = early {
+        Some(("bad chunked body".to_owned(), err))
+    } else {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(Option::is_some) => break None,
+                ready = stream.readable() => {
+                    if let Err(err) = ready {
+                        break Some(("read error".to_owned(), err.to_string()));
+                    }
+                    let mut scratch = shared.scratch.borrow_mut();
+                    match stream.try_read(&mut scratch) {
+                        Ok(0) => break Some(("closed by server".to_owned(), "EOF".to_owned())),
+                        Ok(n) => {
+                            if let Err(err) = reader.absorb(&shared, &scratch[..n]) {
+                                break Some(("bad chunked body".to_owned(), err));
+                            }
+                            if reader.chunked.as_ref().is_some_and(ChunkedDecoder::is_done) {
+                                break Some(("closed by server".to_owned(), "end of chunked body".to_owned()));
+                            }
+                        }
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(err) => break Some(("read error".to_owned(), err.to_string())),
+                    }
+                }
+            }
+        }
+    };
+    drop(stream);
+    if let Some((kind, detail)) = end {
+        let mut tally = shared.tally.borrow_mut();
+        tally.counts.closed += 1;
+        count_error(&mut tally.errors, kind, detail);
+    }
+    // A connection closed early still owes its missing tail to the books; wait for the stop.
+    let published = match stop.wait_for(Option::is_some).await {
+        Ok(published) => published.clone().unwrap_or_default(),
+        Err(_) => Rc::default(),
+    };
+    let missing = reader.lanes.missing_tail(&published);
+    let mut tally = shared.tally.borrow_mut();
+    tally.missing_tail += missing;
+    tally.gaps += missing;
+}
+
+/// A decoded response head and the body bytes that came in the same reads.
+struct OpenedBody {
+    chunked: bool,
+    leftover: Vec<u8>,
+}
+
+/// Connects from `source`, sends the GET and reads the response head; `Err((kind, detail))`.
+async fn open(shared: &Shared, source: Ipv4Addr) -> Result<(TcpStream, OpenedBody), (String, String)> {
+    let socket = TcpSocket::new_v4().map_err(|err| ("socket".to_owned(), err.to_string()))?;
+    socket
+        .bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))
+        .map_err(|err| ("bind".to_owned(), format!("{source}: {err}")))?;
+    let mut stream = socket
+        .connect(shared.args.target)
+        .await
+        .map_err(|err| ("connect".to_owned(), err.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    stream
+        .write_all(&shared.request)
+        .await
+        .map_err(|err| ("send request".to_owned(), err.to_string()))?;
+    let mut head = Vec::new();
+    loop {
+        stream
+            .readable()
+            .await
+            .map_err(|err| ("read head".to_owned(), err.to_string()))?;
+        let mut buffer = [0u8; 4096];
+        match stream.try_read(&mut buffer) {
+            Ok(0) => return Err(("closed before response".to_owned(), "EOF".to_owned())),
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(err) => return Err(("read head".to_owned(), err.to_string())),
+        }
+        match parse_response_head(&head) {
+            Ok(None) => continue,
+            Err(err) => return Err(("bad response".to_owned(), err)),
+            Ok(Some((parsed, len))) => {
+                if parsed.status != 200 {
+                    let excerpt = String::from_utf8_lossy(&head[len..head.len().min(len + 200)]).into_owned();
+                    return Err((format!("http {}", parsed.status), excerpt));
+                }
+                if !parsed
+                    .content_type
+                    .as_deref()
+                    .is_some_and(|value| value.starts_with("text/event-stream"))
+                {
+                    return Err((
+                        "not an event stream".to_owned(),
+                        format!("content-type {:?}", parsed.content_type),
+                    ));
+                }
+                return Ok((
+                    stream,
+                    OpenedBody {
+                        chunked: parsed.chunked,
+                        leftover: head[len..].to_vec(),
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// A connection's body decoding and bookkeeping.
+struct StreamReader {
+    chunked: Option<ChunkedDecoder>,
+    decoded: Vec<u8>,
+    sse: SseParser,
+    lanes: LaneTracker,
+}
+
+impl StreamReader {
+    /// Decodes `received` body bytes and tallies the frames they complete.
+    fn absorb(&mut self, shared: &Shared, received: &[u8]) -> Result<(), String> {
+        let body: &[u8] = match &mut self.chunked {
+            Some(decoder) => {
+                self.decoded.clear();
+                decoder.decode(received, &mut self.decoded)?;
+                &self.decoded
+            }
+            None => received,
+        };
+        if body.is_empty() {
+            return Ok(());
+        }
+        // One clock reading per read: the frames of one read arrived together.
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX));
+        let track = shared.args.lanes > 0;
+        let mut tally = shared.tally.borrow_mut();
+        let tally = &mut *tally;
+        tally.counts.body_bytes += body.len() as u64;
+        let lanes = &mut self.lanes;
+        self.sse.feed(body, &mut |frame| match frame {
+            Frame::Event { data } => {
+                tally.counts.events += 1;
+                if !track {
+                    return;
+                }
+                let Some(probe) = parse_probe(data) else {
+                    return;
+                };
+                tally.counts.probes += 1;
+                tally
+                    .latency
+                    .saturating_record(now_us.saturating_sub(probe.sent_us).max(1));
+                match lanes.observe(probe.lane, probe.seq) {
+                    Observation::InOrder => {}
+                    Observation::Gap(skipped) => tally.gaps += skipped,
+                    Observation::Duplicate => tally.duplicates += 1,
+                    Observation::UnknownLane => tally.unknown_lane += 1,
+                }
+            }
+            Frame::Comment => tally.counts.heartbeats += 1,
+            Frame::IdOnly | Frame::Retry => {}
+        });
+        Ok(())
+    }
+}
+
+/// Builds the holder's single-threaded runtime and runs it; used by `main` for `hold`.
+pub fn run_blocking(args: HoldArgs) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the holder runtime")?
+        .block_on(run(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_survive_the_trip_through_pairs() {
+        let mut one = latency_histogram();
+        let mut two = latency_histogram();
+        for micros in [150, 900, 1_200, 45_000, 2_000_000] {
+            one.record(micros).unwrap();
+            two.record(micros * 3).unwrap();
+        }
+        let mut merged = latency_histogram();
+        add_pairs(&mut merged, &histogram_pairs(&one));
+        add_pairs(&mut merged, &histogram_pairs(&two));
+        let mut direct = one.clone();
+        direct.add(&two).unwrap();
+        assert_eq!(merged.len(), 10);
+        for quantile in [0.0, 0.5, 0.9, 0.99, 1.0] {
+            assert_eq!(merged.value_at_quantile(quantile), direct.value_at_quantile(quantile));
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_as_json_lines() {
+        let status = HolderMessage::Status(HolderCounts {
+            attempted: 3,
+            established: 2,
+            failed: 1,
+            ..HolderCounts::default()
+        });
+        let line = serde_json::to_string(&status).unwrap();
+        assert!(line.starts_with(r#"{"type":"status","#), "{line}");
+        let HolderMessage::Status(back) = serde_json::from_str(&line).unwrap() else {
+            panic!("not a status: {line}");
+        };
+        assert_eq!(back.open(), 2);
+
+        let mut errors = BTreeMap::new();
+        count_error(&mut errors, "http 503".into(), "first".into());
+        count_error(&mut errors, "http 503".into(), "second".into());
+        let last = HolderMessage::Final(Box::new(HolderFinal {
+            gaps: 4,
+            errors,
+            latency_us: vec![(100, 2)],
+            ..HolderFinal::default()
+        }));
+        let line = serde_json::to_string(&last).unwrap();
+        let HolderMessage::Final(back) = serde_json::from_str(&line).unwrap() else {
+            panic!("not a final: {line}");
+        };
+        assert_eq!(back.gaps, 4);
+        assert_eq!(back.errors["http 503"].count, 2);
+        assert_eq!(back.errors["http 503"].example, "first");
+    }
+}

@@ -1,0 +1,187 @@
+//! What the kernel says about a process and about socket memory, read from `/proc`.
+//!
+//! The gateway scenarios measure the gateway from the outside, as an operator would: resident
+//! memory (`VmRSS` in `/proc/<pid>/status`), CPU time (`utime + stime` in `/proc/<pid>/stat`),
+//! and the kernel memory that sockets cost, which no process's RSS includes: the pages TCP
+//! buffers hold (`/proc/net/sockstat`, `TCP: … mem N`, in pages) and the slab caches that hold
+//! the socket structures themselves (`Slab:` in `/proc/meminfo`). The last two are
+//! system-wide, so they cover both ends of every loopback connection, and anything else the
+//! machine does at the same time.
+//!
+//! The parsers are pure functions over the files' text, tested without a live process.
+
+use std::time::Duration;
+
+/// Resident memory of `pid` in bytes (`VmRSS`), if the process exists.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kib(&status, "VmRSS").map(|kib| kib * 1024)
+}
+
+/// CPU time `pid` has used so far, user plus system, if the process exists.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ticks = parse_stat_cpu_ticks(&stat)?;
+    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_sec() as f64))
+}
+
+/// System-wide kernel memory relevant to sockets, at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KernelSocketMemory {
+    /// Sockets in use by TCP (`TCP: inuse`), all processes.
+    pub tcp_inuse: Option<u64>,
+    /// Memory charged to TCP socket buffers (`TCP: mem`, converted from pages), in bytes.
+    pub tcp_buffer_bytes: Option<u64>,
+    /// All slab caches (`Slab:` in `/proc/meminfo`), in bytes: socket structures, inodes,
+    /// epoll entries, and everything else the kernel allocates that way.
+    pub slab_bytes: Option<u64>,
+}
+
+impl KernelSocketMemory {
+    pub fn read() -> Self {
+        let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let tcp = parse_sockstat_tcp(&sockstat);
+        Self {
+            tcp_inuse: tcp.map(|tcp| tcp.inuse),
+            tcp_buffer_bytes: tcp.map(|tcp| tcp.mem_pages * page_size()),
+            slab_bytes: parse_status_kib(&meminfo, "Slab").map(|kib| kib * 1024),
+        }
+    }
+}
+
+/// The `TCP:` line of `/proc/net/sockstat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SockstatTcp {
+    inuse: u64,
+    mem_pages: u64,
+}
+
+/// Parses `TCP: inuse 5 orphan 0 tw 2 alloc 7 mem 1`.
+fn parse_sockstat_tcp(sockstat: &str) -> Option<SockstatTcp> {
+    let line = sockstat.lines().find_map(|line| line.strip_prefix("TCP:"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let field = |name: &str| {
+        words
+            .chunks_exact(2)
+            .find(|pair| pair[0] == name)
+            .and_then(|pair| pair[1].parse::<u64>().ok())
+    };
+    Some(SockstatTcp {
+        inuse: field("inuse")?,
+        mem_pages: field("mem")?,
+    })
+}
+
+/// A `Name:   1234 kB` field of `/proc/<pid>/status` or `/proc/meminfo`, in KiB.
+fn parse_status_kib(text: &str, name: &str) -> Option<u64> {
+    let (_, value) = text
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(key, _)| key.trim() == name)?;
+    value.trim().strip_suffix("kB")?.trim().parse().ok()
+}
+
+/// `utime + stime` (fields 14 and 15) of `/proc/<pid>/stat`, in clock ticks.
+///
+/// The second field, the command name, is in parentheses and may itself contain spaces and
+/// parentheses, so fields are counted from the *last* `)`.
+fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // After the command: field 3 (state) is index 0, so utime (14) is index 11.
+    let mut fields = after_comm.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// `sysconf(_SC_CLK_TCK)`, via `getconf` (the crate forbids `unsafe`); Linux's USER_HZ is 100
+/// on every mainstream architecture, the fallback.
+fn clock_ticks_per_sec() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| getconf("CLK_TCK").unwrap_or(100))
+}
+
+/// The page size `/proc/net/sockstat` counts in, via `getconf`; 4 KiB when unknown.
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| getconf("PAGESIZE").unwrap_or(4096))
+}
+
+fn getconf(name: &str) -> Option<u64> {
+    let output = std::process::Command::new("getconf").arg(name).output().ok()?;
+    String::from_utf8(output.stdout)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+}
+
+/// Parses `sluice_gateway_connections_active <value>` out of a Prometheus text exposition.
+pub fn parse_metric(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        // Exactly this metric: no labels expected, and not a longer name with this prefix.
+        let value = rest.strip_prefix(' ').or_else(|| {
+            let (_, after_labels) = rest.strip_prefix('{')?.split_once("} ")?;
+            Some(after_labels)
+        })?;
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_rss_from_status() {
+        let status = "Name:\tsluice-gateway\nVmPeak:\t  200000 kB\nVmRSS:\t   12345 kB\nThreads:\t4\n";
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(12_345));
+        assert_eq!(parse_status_kib(status, "VmSwap"), None);
+        assert_eq!(
+            parse_status_kib("MemTotal: 1 kB\nSlab:  5120 kB\n", "Slab"),
+            Some(5_120)
+        );
+    }
+
+    #[test]
+    fn reads_cpu_ticks_after_a_command_name_with_spaces_and_parens() {
+        let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 500 0 0 0 1234 567 0 0 20 0 9 0 100 \
+                    1000000 3000 18446744073709551615";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(1_234 + 567));
+        assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+        assert_eq!(parse_stat_cpu_ticks("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn reads_tcp_sockstat() {
+        let sockstat = "sockets: used 20123\nTCP: inuse 20005 orphan 0 tw 12 alloc 20010 mem 37\n\
+                        UDP: inuse 1 mem 2\n";
+        assert_eq!(
+            parse_sockstat_tcp(sockstat),
+            Some(SockstatTcp {
+                inuse: 20_005,
+                mem_pages: 37
+            })
+        );
+        assert_eq!(parse_sockstat_tcp("UDP: inuse 1 mem 2\n"), None);
+    }
+
+    #[test]
+    fn reads_an_unlabelled_gauge_and_not_its_longer_cousins() {
+        let exposition = "\
+# HELP sluice_gateway_connections_active Open SSE connections.
+# TYPE sluice_gateway_connections_active gauge
+sluice_gateway_connections_active_total 3
+sluice_gateway_connections_active 9998
+";
+        assert_eq!(
+            parse_metric(exposition, "sluice_gateway_connections_active"),
+            Some(9_998.0)
+        );
+        assert_eq!(parse_metric("x{pod=\"a\"} 7\n", "x"), Some(7.0));
+        assert_eq!(parse_metric("y 1\n", "x"), None);
+    }
+}

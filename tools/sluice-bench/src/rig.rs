@@ -1,0 +1,680 @@
+//! What the gateway scenarios (`idle`, `fanout`, `latency`) share: the system under test as
+//! separate processes, and the fleet of holder processes that subscribe to it.
+//!
+//! The gateway runs as its **own** process (not inside `sluice-dev`), so that its resident
+//! memory and CPU time, read from `/proc/<pid>`, are the gateway's alone. Next to it run the
+//! embedded broker (`sluice-dev --broker-only`) and `sluice-ingest`, through which the
+//! scenarios create the stream and publish. All three are [`Service`]s: killed when dropped,
+//! so they die with the bench on every path.
+//!
+//! The subscribers are a [`Fleet`] of `sluice-bench hold` processes (see [`crate::hold`]),
+//! each holding its share of the connections and reporting counts on its stdout.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use hdrhistogram::Histogram;
+use reqwest::header::CONTENT_TYPE;
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::time::Instant;
+
+use crate::cli::parse_positive_duration;
+use crate::hold::{add_pairs, ErrorSample, HolderCounts, HolderFinal, HolderMessage};
+use crate::machine::Machine;
+use crate::procfs;
+use crate::report::{format_bytes, format_count, latency_histogram};
+use crate::stack::{free_loopback_ports, sibling_binary, Service};
+
+/// Connections one process can hold: the machine allows 20,000 open files per process, and a
+/// process needs some descriptors besides its sockets.
+pub const MAX_CONNECTIONS_PER_PROCESS: u32 = 19_000;
+
+/// Flags for the system under test, shared by the gateway scenarios.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RigArgs {
+    /// The `sluice-dev` binary, run as `--broker-only` [default: next to this executable].
+    #[arg(long, value_name = "PATH")]
+    pub dev_binary: Option<PathBuf>,
+
+    /// The `sluice-ingest` binary [default: next to this executable].
+    #[arg(long, value_name = "PATH")]
+    pub ingest_binary: Option<PathBuf>,
+
+    /// The `sluice-gateway` binary [default: next to this executable].
+    #[arg(long, value_name = "PATH")]
+    pub gateway_binary: Option<PathBuf>,
+
+    /// Extra argument for the gateway (repeatable), e.g. `--gateway-arg=--heartbeat=5s`.
+    #[arg(long = "gateway-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub gateway_args: Vec<String>,
+
+    /// The gateway's `--max-connections` [default: the scenario's connections + 1,000].
+    #[arg(long, value_name = "N")]
+    pub gateway_max_connections: Option<u32>,
+
+    /// Stream to subscribe to (and publish to). Created by a warm-up event before the run.
+    #[arg(long, value_name = "NAME", default_value = "bench-gateway")]
+    pub stream: String,
+
+    /// How long each spawned service may take to become ready.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_positive_duration)]
+    pub ready_timeout: Duration,
+
+    /// Hard limit on the whole run; past it the bench kills everything and fails.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+}
+
+/// Flags for the subscribing side, shared by the gateway scenarios.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// Helper processes (`sluice-bench hold`) the connections are spread over; each can hold
+    /// at most 19,000.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub client_processes: u32,
+
+    /// Connections opened per second, over all helper processes.
+    #[arg(long, value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ramp_per_sec: u32,
+
+    /// Local addresses the connections are bound to, round robin, so that no single source
+    /// address runs out of ephemeral ports.
+    #[arg(
+        long,
+        value_name = "IP,IP,...",
+        value_delimiter = ',',
+        default_value = "127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9"
+    )]
+    pub source_addrs: Vec<Ipv4Addr>,
+
+    /// How long one connection may take to connect and receive its `200` head.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_positive_duration)]
+    pub connect_timeout: Duration,
+}
+
+/// The system under test: broker, ingest and gateway, each its own process.
+#[derive(Debug)]
+pub struct Rig {
+    broker: Service,
+    ingest: Service,
+    gateway: Service,
+    pub kafka_bootstrap: String,
+    pub ingest_url: String,
+    pub gateway_addr: SocketAddr,
+    gateway_admin: SocketAddr,
+    pub stream: String,
+    http: reqwest::Client,
+}
+
+/// Environment for every spawned service: warnings and errors only, so a busy run does not
+/// spend its CPU on logging.
+const QUIET: [(&str, &str); 1] = [("SLUICE_LOG", "warn")];
+
+impl Rig {
+    /// Starts the broker, ingest and the gateway, and waits until all are ready.
+    pub async fn start(args: &RigArgs, max_connections: u32) -> anyhow::Result<Self> {
+        let binary = |given: &Option<PathBuf>, name| match given {
+            Some(path) => Ok(path.clone()),
+            None => sibling_binary(name),
+        };
+        eprintln!("starting the broker, ingest and the gateway…");
+        let mut broker = Service::spawn(
+            &binary(&args.dev_binary, "sluice-dev")?,
+            &["--broker-only".to_owned()],
+            &QUIET,
+        )?;
+        let kafka_bootstrap = broker.wait_kafka_bootstrap(args.ready_timeout).await?;
+
+        let [ingest_addr, ingest_admin, gateway_addr, gateway_admin] = free_loopback_ports()?;
+        let mut ingest = Service::spawn(
+            &binary(&args.ingest_binary, "sluice-ingest")?,
+            &[
+                "--kafka-brokers".to_owned(),
+                kafka_bootstrap.clone(),
+                "--listen".to_owned(),
+                ingest_addr.to_string(),
+                "--admin-listen".to_owned(),
+                ingest_admin.to_string(),
+            ],
+            &QUIET,
+        )?;
+        let mut gateway_args = vec![
+            "--kafka-brokers".to_owned(),
+            kafka_bootstrap.clone(),
+            "--listen".to_owned(),
+            gateway_addr.to_string(),
+            "--admin-listen".to_owned(),
+            gateway_admin.to_string(),
+            "--max-connections".to_owned(),
+            max_connections.to_string(),
+            // librdkafka's mock broker answers an empty fetch only after the full wait, even
+            // when data arrives meanwhile (a real broker answers at once); a short wait keeps
+            // that artefact out of the latency figures.
+            "--kafka-config=fetch.wait.max.ms=5".to_owned(),
+        ];
+        gateway_args.extend(args.gateway_args.iter().cloned());
+        let mut gateway = Service::spawn(&binary(&args.gateway_binary, "sluice-gateway")?, &gateway_args, &QUIET)?;
+        ingest.wait_ready(ingest_admin, args.ready_timeout).await?;
+        gateway.wait_ready(gateway_admin, args.ready_timeout).await?;
+
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            broker,
+            ingest,
+            gateway,
+            kafka_bootstrap,
+            ingest_url: format!("http://{ingest_addr}"),
+            gateway_addr,
+            gateway_admin,
+            stream: args.stream.clone(),
+            http,
+        })
+    }
+
+    /// The ingest URL events are POSTed to.
+    pub fn events_url(&self) -> String {
+        format!("{}/v1/streams/{}/events", self.ingest_url, self.stream)
+    }
+
+    /// Publishes one event that is not a probe, so the topic exists before anyone subscribes
+    /// (the gateway answers 404 for a stream whose topic does not exist).
+    pub async fn create_stream(&self) -> anyhow::Result<()> {
+        let url = self.events_url();
+        let response = self
+            .http
+            .post(&url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(r#"{"key":"warmup","data":{"warmup":true}}"#)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            bail!("warm-up event: POST {url} answered {status}: {body}");
+        }
+        Ok(())
+    }
+
+    /// Opens one subscription and checks it streams, so a broken gateway fails here with its
+    /// own words rather than as thousands of identical failures; it also starts the stream's
+    /// feed (Kafka consumer, ring) before the baseline memory is measured.
+    pub async fn preflight_subscribe(&self, query: &str) -> anyhow::Result<()> {
+        let url = format!("http://{}{}", self.gateway_addr, self.stream_path(query));
+        let response = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if status != reqwest::StatusCode::OK || !content_type.starts_with("text/event-stream") {
+            let body = tokio::time::timeout(Duration::from_secs(2), response.text())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            bail!("preflight GET {url}: {status} ({content_type}) {body}");
+        }
+        Ok(())
+    }
+
+    /// The request path of a subscription with `query` (without `?`; may be empty).
+    pub fn stream_path(&self, query: &str) -> String {
+        if query.is_empty() {
+            format!("/v1/streams/{}", self.stream)
+        } else {
+            format!("/v1/streams/{}?{query}", self.stream)
+        }
+    }
+
+    /// `sluice_gateway_connections_active` from the gateway's `/metrics`.
+    pub async fn connections_active(&self) -> Option<f64> {
+        let url = format!("http://{}/metrics", self.gateway_admin);
+        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
+        procfs::parse_metric(&text, "sluice_gateway_connections_active")
+    }
+
+    pub fn gateway_rss(&self) -> Option<u64> {
+        procfs::rss_bytes(self.gateway.pid())
+    }
+
+    /// CPU time used so far by the gateway, ingest and broker processes.
+    pub fn cpu(&self) -> ServiceCpu {
+        ServiceCpu {
+            gateway: procfs::cpu_time(self.gateway.pid()),
+            ingest: procfs::cpu_time(self.ingest.pid()),
+            broker: procfs::cpu_time(self.broker.pid()),
+        }
+    }
+
+    /// Fails if a service died.
+    pub fn ensure_running(&mut self) -> anyhow::Result<()> {
+        self.broker.ensure_running()?;
+        self.ingest.ensure_running()?;
+        self.gateway.ensure_running()
+    }
+
+    /// The gateway's recent output (warnings and errors), for the report.
+    pub fn gateway_output(&self) -> String {
+        self.gateway.tail()
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let gateway = self.gateway.stop().await;
+        let ingest = self.ingest.stop().await;
+        let broker = self.broker.stop().await;
+        gateway.and(ingest).and(broker)
+    }
+}
+
+/// CPU time of each service at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServiceCpu {
+    pub gateway: Option<Duration>,
+    pub ingest: Option<Duration>,
+    pub broker: Option<Duration>,
+}
+
+/// CPU seconds spent between two readings, when both exist.
+pub fn cpu_seconds(before: Option<Duration>, after: Option<Duration>) -> Option<f64> {
+    Some(after?.saturating_sub(before?).as_secs_f64())
+}
+
+/// How the fleet is laid out.
+#[derive(Debug, Clone)]
+pub struct FleetPlan {
+    pub target: SocketAddr,
+    pub path: String,
+    pub connections: u32,
+    pub clients: ClientArgs,
+    /// Payload lanes to track; 0 for idle connections.
+    pub lanes: u32,
+    /// When holders give up on their own.
+    pub deadline: Duration,
+}
+
+/// Splits `total` into `parts` shares differing by at most one.
+pub fn split_evenly(total: u32, parts: u32) -> Vec<u32> {
+    (0..parts)
+        .map(|index| total / parts + u32::from(index < total % parts))
+        .collect()
+}
+
+/// The holder processes of a run.
+#[derive(Debug)]
+pub struct Fleet {
+    holders: Vec<Holder>,
+    total: u32,
+}
+
+#[derive(Debug)]
+struct Holder {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pid: u32,
+    state: Arc<Mutex<HolderState>>,
+}
+
+#[derive(Debug, Default)]
+struct HolderState {
+    latest: HolderCounts,
+    last: Option<HolderFinal>,
+    stderr: Vec<String>,
+}
+
+impl Fleet {
+    /// Spawns the holders; they start connecting at once.
+    pub fn spawn(plan: &FleetPlan) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating this executable")?;
+        let processes = plan.clients.client_processes.min(plan.connections.max(1));
+        let shares = split_evenly(plan.connections, processes);
+        if let Some(&largest) = shares.iter().max() {
+            if largest > MAX_CONNECTIONS_PER_PROCESS {
+                bail!(
+                    "{largest} connections in one helper process exceed the {MAX_CONNECTIONS_PER_PROCESS} \
+                     a process can hold: raise --client-processes"
+                );
+            }
+        }
+        let source_addrs = plan
+            .clients
+            .source_addrs
+            .iter()
+            .map(Ipv4Addr::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut holders = Vec::new();
+        for (index, &share) in shares.iter().enumerate() {
+            // Each holder ramps at its share of the rate, so together they ramp at the total.
+            let ramp = f64::from(plan.clients.ramp_per_sec) * f64::from(share) / f64::from(plan.connections.max(1));
+            // Rotate the source addresses so holders don't all start on the same one.
+            let mut child = Command::new(&exe)
+                .arg("hold")
+                .args(["--target", &plan.target.to_string()])
+                .args(["--path", &plan.path])
+                .args(["--connections", &share.to_string()])
+                .args(["--ramp-per-sec", &ramp.max(0.1).to_string()])
+                .args(["--source-addrs", &rotate_list(&source_addrs, index)])
+                .args([
+                    "--connect-timeout",
+                    &format!("{}ms", plan.clients.connect_timeout.as_millis()),
+                ])
+                .args(["--lanes", &plan.lanes.to_string()])
+                .args(["--deadline", &format!("{}ms", plan.deadline.as_millis())])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("spawning {} hold", exe.display()))?;
+            let pid = child.id().context("a holder has no process id")?;
+            let state = Arc::new(Mutex::new(HolderState::default()));
+            let stdout = child.stdout.take().context("holder stdout")?;
+            let stderr = child.stderr.take().context("holder stderr")?;
+            tokio::spawn(read_messages(stdout, Arc::clone(&state)));
+            tokio::spawn(read_stderr(stderr, Arc::clone(&state)));
+            holders.push(Holder {
+                stdin: child.stdin.take(),
+                child,
+                pid,
+                state,
+            });
+        }
+        Ok(Self {
+            holders,
+            total: plan.connections,
+        })
+    }
+
+    /// The latest counts, summed over holders.
+    pub fn counts(&self) -> HolderCounts {
+        let mut sum = HolderCounts::default();
+        for holder in &self.holders {
+            sum.add(&lock(&holder.state).latest);
+        }
+        sum
+    }
+
+    /// CPU time used so far by all holders.
+    pub fn cpu(&self) -> Option<Duration> {
+        self.holders.iter().map(|holder| procfs::cpu_time(holder.pid)).sum()
+    }
+
+    /// Fails if a holder exited before being told to stop.
+    fn ensure_running(&mut self) -> anyhow::Result<()> {
+        for holder in &mut self.holders {
+            if let Some(status) = holder.child.try_wait().context("checking a holder")? {
+                let stderr = lock(&holder.state).stderr.join("\n  | ");
+                bail!("a holder process exited early ({status}); its stderr:\n  | {stderr}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every connection is established or has failed, printing progress each
+    /// second; returns how long the ramp took.
+    pub async fn wait_established(&mut self, rig: &mut Rig, timeout: Duration) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let mut ticks = tokio::time::interval(Duration::from_millis(200));
+        let mut next_print = start + Duration::from_secs(1);
+        loop {
+            ticks.tick().await;
+            self.ensure_running()?;
+            rig.ensure_running()?;
+            let counts = self.counts();
+            let now = Instant::now();
+            if counts.established + counts.failed >= u64::from(self.total) {
+                eprintln!(
+                    "  ramp done in {:.1}s: {} established, {} failed",
+                    (now - start).as_secs_f64(),
+                    format_count(counts.established),
+                    format_count(counts.failed)
+                );
+                return Ok(now - start);
+            }
+            if now >= next_print {
+                next_print += Duration::from_secs(1);
+                eprintln!(
+                    "  ramp {:>3}s: {:>7} established, {} failed, gateway RSS {}",
+                    (now - start).as_secs(),
+                    format_count(counts.established),
+                    format_count(counts.failed),
+                    rig.gateway_rss().map_or("?".to_owned(), format_bytes),
+                );
+            }
+            if now - start > timeout {
+                bail!(
+                    "ramp incomplete after {timeout:?}: {} of {} connections resolved",
+                    counts.established + counts.failed,
+                    self.total
+                );
+            }
+        }
+    }
+
+    /// Tells every holder to stop (with the per-lane published counts), collects their final
+    /// reports and merges them.
+    pub async fn stop(mut self, published: &[u64]) -> anyhow::Result<FleetResult> {
+        let command = format!(
+            "stop {}\n",
+            serde_json::to_string(published).expect("numbers serialise")
+        );
+        for holder in &mut self.holders {
+            if let Some(mut stdin) = holder.stdin.take() {
+                // A holder that already died shows up as a missing final report below.
+                let _ = stdin.write_all(command.as_bytes()).await;
+                let _ = stdin.flush().await;
+            }
+        }
+        let mut merged = FleetResult::default();
+        for holder in &mut self.holders {
+            let waited = tokio::time::timeout(Duration::from_secs(20), holder.child.wait()).await;
+            if waited.is_err() {
+                let _ = holder.child.start_kill();
+                let _ = holder.child.wait().await;
+            }
+            // The stdout reader may still be taking in the final line just after exit.
+            let mut last = None;
+            for _ in 0..20 {
+                last = lock(&holder.state).last.take();
+                if last.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            match last {
+                Some(last) => merged.absorb(last),
+                None => {
+                    let stderr = lock(&holder.state).stderr.join("\n  | ");
+                    bail!("a holder process ended without a final report; its stderr:\n  | {stderr}");
+                }
+            }
+        }
+        Ok(merged)
+    }
+}
+
+fn lock(state: &Mutex<HolderState>) -> std::sync::MutexGuard<'_, HolderState> {
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `a,b,c` rotated left by `by`: `b,c,a` for 1.
+fn rotate_list(list: &str, by: usize) -> String {
+    let mut items: Vec<&str> = list.split(',').collect();
+    if !items.is_empty() {
+        let len = items.len();
+        items.rotate_left(by % len);
+    }
+    items.join(",")
+}
+
+async fn read_messages(stdout: tokio::process::ChildStdout, state: Arc<Mutex<HolderState>>) {
+    let mut lines = BufReader::new(stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        match serde_json::from_str::<HolderMessage>(&line) {
+            Ok(HolderMessage::Status(counts)) => lock(&state).latest = counts,
+            Ok(HolderMessage::Final(last)) => {
+                let mut state = lock(&state);
+                state.latest = last.counts;
+                state.last = Some(*last);
+            }
+            Err(_) => lock(&state).stderr.push(format!("(stdout) {line}")),
+        }
+    }
+}
+
+async fn read_stderr(stderr: tokio::process::ChildStderr, state: Arc<Mutex<HolderState>>) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let mut state = lock(&state);
+        if state.stderr.len() < 50 {
+            state.stderr.push(line);
+        }
+    }
+}
+
+/// The holders' final reports, merged.
+#[derive(Debug)]
+pub struct FleetResult {
+    pub counts: HolderCounts,
+    pub gaps: u64,
+    pub missing_tail: u64,
+    pub duplicates: u64,
+    pub unknown_lane: u64,
+    pub latency: Histogram<u64>,
+    pub errors: std::collections::BTreeMap<String, ErrorSample>,
+}
+
+impl Default for FleetResult {
+    fn default() -> Self {
+        Self {
+            counts: HolderCounts::default(),
+            gaps: 0,
+            missing_tail: 0,
+            duplicates: 0,
+            unknown_lane: 0,
+            latency: latency_histogram(),
+            errors: Default::default(),
+        }
+    }
+}
+
+impl FleetResult {
+    fn absorb(&mut self, last: HolderFinal) {
+        self.counts.add(&last.counts);
+        self.gaps += last.gaps;
+        self.missing_tail += last.missing_tail;
+        self.duplicates += last.duplicates;
+        self.unknown_lane += last.unknown_lane;
+        add_pairs(&mut self.latency, &last.latency_us);
+        for (kind, sample) in last.errors {
+            self.errors
+                .entry(kind)
+                .and_modify(|ours| ours.count += sample.count)
+                .or_insert(sample);
+        }
+    }
+
+    /// One line per error kind: count, kind, first example.
+    pub fn error_lines(&self) -> String {
+        let mut text = String::new();
+        for (kind, sample) in &self.errors {
+            text.push_str(&format!(
+                "  {:>8} × {kind}  (first: {})\n",
+                format_count(sample.count),
+                sample.example
+            ));
+        }
+        text
+    }
+}
+
+/// The `--json` document's common part.
+#[derive(Debug, Serialize)]
+pub struct JsonHeader<'a> {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub scenario: &'static str,
+    pub machine: &'a Machine,
+    pub kafka_bootstrap: &'a str,
+    pub gateway: String,
+}
+
+/// The report's opening lines.
+pub fn header(scenario: &str, machine: &Machine, rig: &Rig, workload: &str) -> String {
+    format!(
+        "sluice-bench {} — {scenario}\nmachine   {machine}\n\
+         target    sluice-gateway at http://{} (own process), sluice-ingest at {}, mock Kafka at {}; \
+         all spawned by the bench\n          load generator and servers share this machine and its {} \
+         logical CPUs: the figures measure them together\nworkload  {workload}\n",
+        env!("CARGO_PKG_VERSION"),
+        rig.gateway_addr,
+        rig.ingest_url,
+        rig.kafka_bootstrap,
+        machine.logical_cpus,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_connections_evenly() {
+        assert_eq!(split_evenly(10_000, 2), [5_000, 5_000]);
+        assert_eq!(split_evenly(10, 3), [4, 3, 3]);
+        assert_eq!(split_evenly(1, 2), [1, 0]);
+        assert_eq!(split_evenly(7, 1), [7]);
+    }
+
+    #[test]
+    fn rotates_source_addresses() {
+        assert_eq!(rotate_list("a,b,c", 0), "a,b,c");
+        assert_eq!(rotate_list("a,b,c", 1), "b,c,a");
+        assert_eq!(rotate_list("a,b,c", 4), "b,c,a");
+    }
+
+    #[test]
+    fn merges_final_reports() {
+        let mut merged = FleetResult::default();
+        for (gaps, example) in [(2, "first"), (3, "second")] {
+            let mut errors = std::collections::BTreeMap::new();
+            errors.insert(
+                "http 503".to_owned(),
+                ErrorSample {
+                    count: 4,
+                    example: example.to_owned(),
+                },
+            );
+            merged.absorb(HolderFinal {
+                counts: HolderCounts {
+                    established: 10,
+                    events: 100,
+                    ..HolderCounts::default()
+                },
+                gaps,
+                latency_us: vec![(1_000, 5)],
+                errors,
+                ..HolderFinal::default()
+            });
+        }
+        assert_eq!(merged.counts.established, 20);
+        assert_eq!(merged.counts.events, 200);
+        assert_eq!(merged.gaps, 5);
+        assert_eq!(merged.latency.len(), 10);
+        assert_eq!(merged.errors["http 503"].count, 8);
+        assert_eq!(merged.errors["http 503"].example, "first");
+    }
+}
