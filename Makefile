@@ -9,7 +9,7 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: run
-run: ## Run the dev stack: embedded Kafka-protocol broker + ingest on :8090 (no Docker)
+run: ## Run the dev stack: embedded Kafka-protocol broker, ingest on :8090, gateway on :8080 (no Docker; ARGS="--gateways 2")
 	$(CARGO) run -p sluice-dev -- $(ARGS)
 
 .PHONY: build
@@ -41,7 +41,24 @@ fmt: ## Format the code
 .PHONY: bench-ingest
 bench-ingest: ## Benchmark ingest on the embedded broker: events/s and latency, single events and batches of 100
 	$(CARGO) build --release -p sluice-dev -p sluice-bench
-	target/release/sluice-bench ingest $(ARGS)
+	target/release/sluice-bench ingest --json target/bench-ingest.json $(ARGS)
+
+BENCH_BINS := -p sluice-dev -p sluice-ingest -p sluice-gateway -p sluice-bench
+
+.PHONY: bench-idle
+bench-idle: ## Benchmark memory per idle SSE connection (10,000 connections on one gateway process)
+	$(CARGO) build --release $(BENCH_BINS)
+	target/release/sluice-bench idle --json target/bench-idle.json $(ARGS)
+
+.PHONY: bench-fanout
+bench-fanout: ## Benchmark deliveries/s broadcasting 100 events/s to 10,000 connections
+	$(CARGO) build --release $(BENCH_BINS)
+	target/release/sluice-bench fanout --json target/bench-fanout.json $(ARGS)
+
+.PHONY: bench-latency
+bench-latency: ## Benchmark publish → receive latency at 1,000 events/s to 1,000 subscribers
+	$(CARGO) build --release $(BENCH_BINS)
+	target/release/sluice-bench latency --json target/bench-latency.json $(ARGS)
 
 .PHONY: ci
 ci: ## What CI runs: .ci/run

@@ -81,6 +81,20 @@ impl KafkaArgs {
             .collect()
     }
 
+    /// Refuses passthrough properties a service sets itself, with the reason to show (e.g.
+    /// which flag to use), so a value is never silently overwritten.
+    pub fn refuse(&self, controlled: &[(&str, &str)]) -> Result<(), KafkaError> {
+        for (key, _) in self.properties()? {
+            if let Some((_, reason)) = controlled.iter().find(|(property, _)| *property == key) {
+                return Err(KafkaError::InvalidConfig {
+                    entry: format!("{key}=…"),
+                    reason: (*reason).to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// A client configuration with the bootstrap servers and every passthrough property.
     pub fn client_config(&self) -> Result<ClientConfig, KafkaError> {
         let mut config = ClientConfig::new();

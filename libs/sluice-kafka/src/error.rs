@@ -40,6 +40,11 @@ pub enum KafkaError {
 }
 
 impl KafkaError {
+    /// True when the error is the operator's configuration (exit code 64), not the cluster.
+    pub fn is_config(&self) -> bool {
+        matches!(self, KafkaError::InvalidConfig { .. } | KafkaError::ClientConfig(_))
+    }
+
     /// True when the same request may succeed later, i.e. the client should retry.
     pub fn is_transient(&self) -> bool {
         match self {

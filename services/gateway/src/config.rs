@@ -87,6 +87,13 @@ pub struct GatewayConfig {
     pub log: LogArgs,
 }
 
+/// Kafka properties the gateway sets itself: refused in `--kafka-config`.
+const FLAG_CONTROLLED: [(&str, &str); 3] = [
+    ("group.id", "the gateway reads without a consumer group"),
+    ("enable.auto.commit", "the gateway never commits offsets"),
+    ("statistics.interval.ms", "the gateway sets it to report consumer lag"),
+];
+
 impl GatewayConfig {
     /// Configuration for tests and the dev stack: loopback listeners on port 0 and defaults.
     pub fn for_brokers(brokers: &str) -> Self {
@@ -122,6 +129,7 @@ impl GatewayConfig {
     /// Checks everything that can be checked without connecting. The message names the flag.
     pub fn validate(&self) -> Result<StreamCatalog, String> {
         self.kafka.validate().map_err(|e| e.to_string())?;
+        self.kafka.refuse(&FLAG_CONTROLLED).map_err(|e| e.to_string())?;
         let catalog = StreamCatalog::new(&self.streams)?;
         for (flag, value) in [
             ("--max-connections", self.max_connections),

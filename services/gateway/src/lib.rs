@@ -56,6 +56,17 @@ pub enum RunError {
     Io(#[from] std::io::Error),
 }
 
+impl RunError {
+    /// True when the operator's configuration is at fault (exit code 64).
+    pub fn is_config(&self) -> bool {
+        match self {
+            RunError::Config(_) => true,
+            RunError::Kafka(e) => e.is_config(),
+            RunError::Io(_) => false,
+        }
+    }
+}
+
 /// The socket of a connection, captured at accept time so a connection whose socket stays
 /// unwritable can be shut down.
 #[derive(Debug, Clone, Copy)]

@@ -50,7 +50,8 @@ pub struct IngestConfig {
     #[arg(long, env = "SLUICE_WORKERS", default_value_t = 0)]
     pub workers: usize,
 
-    /// Concurrent connections accepted per worker before new ones wait in the backlog.
+    /// Connections each HTTP worker serves at once; further connections wait in the listen
+    /// backlog until one closes (ingest requests are short, so this bounds memory, not load).
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 25_000)]
     pub max_connections: usize,
 
@@ -98,6 +99,17 @@ impl Default for Limits {
 /// Headroom left in a Kafka record for the key, headers and record overhead.
 const RECORD_OVERHEAD_BYTES: usize = 4 * 1024;
 
+/// Kafka properties ingest sets from its own flags: refused in `--kafka-config`.
+const FLAG_CONTROLLED: [(&str, &str); 7] = [
+    ("linger.ms", "set it with --linger instead"),
+    ("queue.buffering.max.ms", "set it with --linger instead"),
+    ("compression.type", "set it with --compression instead"),
+    ("compression.codec", "set it with --compression instead"),
+    ("message.timeout.ms", "set it with --produce-timeout instead"),
+    ("delivery.timeout.ms", "set it with --produce-timeout instead"),
+    ("message.max.bytes", "set it with --max-event-bytes instead"),
+];
+
 impl IngestConfig {
     /// Configuration for tests and the dev stack: loopback listeners on port 0 and defaults.
     pub fn for_brokers(brokers: &str) -> Self {
@@ -126,6 +138,7 @@ impl IngestConfig {
     /// Checks everything that can be checked without connecting. The message names the flag.
     pub fn validate(&self) -> Result<StreamCatalog, String> {
         self.kafka.validate().map_err(|e| e.to_string())?;
+        self.kafka.refuse(&FLAG_CONTROLLED).map_err(|e| e.to_string())?;
         let catalog = StreamCatalog::new(&self.streams)?;
         let l = &self.limits;
         for (flag, value) in [

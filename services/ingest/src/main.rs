@@ -18,6 +18,9 @@ async fn main() {
         .unwrap_or_else(|e| config_error(format!("--admin-listen {}: {e}", config.admin_listen)));
     let shutdown = sluice_runtime::shutdown::on_signal();
     if let Err(err) = sluice_ingest::run(config, listener, admin, shutdown).await {
+        if err.is_config() {
+            config_error(err);
+        }
         tracing::error!(error = %err, "sluice-ingest failed");
         std::process::exit(1);
     }

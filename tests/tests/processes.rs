@@ -115,7 +115,7 @@ async fn sigterm_during_a_burst_keeps_every_acknowledged_event_and_exits_zero() 
 
 #[test]
 fn invalid_configuration_exits_64_with_one_line_naming_the_problem() {
-    let cases: [(&str, &[&str], &str); 6] = [
+    let cases: [(&str, &[&str], &str); 10] = [
         ("sluice-ingest", &[], "--kafka-brokers"),
         (
             "sluice-ingest",
@@ -138,6 +138,33 @@ fn invalid_configuration_exits_64_with_one_line_naming_the_problem() {
             "--listen",
         ),
         ("sluice-dev", &["--no-such-flag"], "--no-such-flag"),
+        (
+            "sluice-ingest",
+            &["--kafka-brokers=k:9092", "--kafka-config=linger.ms=1"],
+            "--linger",
+        ),
+        (
+            "sluice-gateway",
+            &["--kafka-brokers=k:9092", "--kafka-config=group.id=g"],
+            "group.id",
+        ),
+        (
+            "sluice-gateway",
+            &["--kafka-brokers=k:9092", "--ring-events=0"],
+            "--ring-events",
+        ),
+        // librdkafka refuses this only when the client is created, after the listeners are up.
+        (
+            "sluice-ingest",
+            &[
+                "--kafka-brokers=127.0.0.1:9",
+                "--listen=127.0.0.1:0",
+                "--admin-listen=127.0.0.1:0",
+                "--kafka-config=security.protocol=SASL_PLAINTEXT",
+                "--kafka-config=sasl.mechanism=GSSAPI",
+            ],
+            "GSSAPI",
+        ),
     ];
     for (bin, args, needle) in cases {
         let output = std::process::Command::new(binary(bin))
@@ -161,37 +188,57 @@ fn invalid_configuration_exits_64_with_one_line_naming_the_problem() {
 
 #[test]
 fn help_documents_every_flag_with_its_environment_twin() {
-    let output = std::process::Command::new(binary("sluice-ingest"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0));
-    let help = String::from_utf8_lossy(&output.stdout);
-    for (flag, env) in [
-        ("--listen", "SLUICE_LISTEN"),
-        ("--admin-listen", "SLUICE_ADMIN_LISTEN"),
-        ("--kafka-brokers", "SLUICE_KAFKA_BROKERS"),
-        ("--kafka-config", "SLUICE_KAFKA_CONFIG"),
-        ("--topic-prefix", "SLUICE_TOPIC_PREFIX"),
-        ("--streams", "SLUICE_STREAMS"),
-        ("--max-body-bytes", "SLUICE_MAX_BODY_BYTES"),
-        ("--produce-timeout", "SLUICE_PRODUCE_TIMEOUT"),
-    ] {
-        assert!(
-            help.contains(flag) && help.contains(&format!("env: {env}")),
-            "{flag} / {env} in:\n{help}"
-        );
+    let expectations: [(&str, &[(&str, &str)]); 2] = [
+        (
+            "sluice-ingest",
+            &[
+                ("--listen", "SLUICE_LISTEN"),
+                ("--admin-listen", "SLUICE_ADMIN_LISTEN"),
+                ("--kafka-brokers", "SLUICE_KAFKA_BROKERS"),
+                ("--kafka-config", "SLUICE_KAFKA_CONFIG"),
+                ("--topic-prefix", "SLUICE_TOPIC_PREFIX"),
+                ("--streams", "SLUICE_STREAMS"),
+                ("--max-body-bytes", "SLUICE_MAX_BODY_BYTES"),
+                ("--produce-timeout", "SLUICE_PRODUCE_TIMEOUT"),
+            ],
+        ),
+        (
+            "sluice-gateway",
+            &[
+                ("--listen", "SLUICE_LISTEN"),
+                ("--kafka-brokers", "SLUICE_KAFKA_BROKERS"),
+                ("--streams", "SLUICE_STREAMS"),
+                ("--max-connections", "SLUICE_MAX_CONNECTIONS"),
+                ("--heartbeat", "SLUICE_HEARTBEAT"),
+                ("--drain-window", "SLUICE_DRAIN_WINDOW"),
+                ("--max-connection-lifetime", "SLUICE_MAX_CONNECTION_LIFETIME"),
+            ],
+        ),
+    ];
+    for (bin, flags) in expectations {
+        let output = std::process::Command::new(binary(bin)).arg("--help").output().unwrap();
+        assert_eq!(output.status.code(), Some(0));
+        let help = String::from_utf8_lossy(&output.stdout);
+        for (flag, env) in flags {
+            assert!(
+                help.contains(flag) && help.contains(&format!("env: {env}")),
+                "{bin}: {flag} / {env} in:\n{help}"
+            );
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sluice_dev_runs_broker_and_ingest_and_lets_other_processes_join() {
     let (ingest, admin) = (free_local_addr(), free_local_addr());
+    let (gateway, gateway_admin) = (free_local_addr(), free_local_addr());
     let dev = Child::spawn(
         "sluice-dev",
         &[
             format!("--ingest-listen={ingest}"),
             format!("--ingest-admin-listen={admin}"),
+            format!("--gateway-listen={gateway}"),
+            format!("--gateway-admin-listen={gateway_admin}"),
         ],
         &[],
     )
@@ -217,6 +264,20 @@ async fn sluice_dev_runs_broker_and_ingest_and_lets_other_processes_join() {
     let records = read_from(&bootstrap, "demo", 1).await;
     assert_eq!(records[0].value.as_deref(), Some(&br#"{"hello":"world"}"#[..]));
     assert_eq!(records[0].header("sse-event"), Some("greeting"));
+
+    // And the dev stack's gateway streams it.
+    assert_eq!(
+        dev.wait_for_line("GATEWAY_URL=", STARTUP).await.unwrap(),
+        format!("http://{gateway}")
+    );
+    wait_ready(gateway_admin).await;
+    let url = format!("http://{gateway}/v1/streams/demo?from=earliest");
+    let mut stream = sluice_testkit::SseStream::connect(&http, &url, None).await.unwrap();
+    let event = stream.next_event(STARTUP).await.unwrap();
+    assert_eq!(
+        (event.event_type.as_str(), event.data.as_str()),
+        ("greeting", r#"{"hello":"world"}"#)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,4 +312,50 @@ async fn sluice_dev_broker_only_serves_a_separate_ingest() {
 async fn read_from(bootstrap: &str, topic: &str, n: usize) -> Vec<sluice_testkit::ReadRecord> {
     let kafka = sluice_testkit::kafka::TestKafka::external(bootstrap);
     kafka.read_records(topic, n, Duration::from_secs(30)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_during_a_drain_exits_at_once() {
+    use tokio::io::AsyncWriteExt;
+
+    let kafka = TestKafka::start().await.unwrap();
+    let (listen, admin) = (free_local_addr(), free_local_addr());
+    let mut ingest = Child::spawn(
+        "sluice-ingest",
+        &[
+            format!("--listen={listen}"),
+            format!("--admin-listen={admin}"),
+            format!("--kafka-brokers={}", kafka.bootstrap_servers()),
+        ],
+        &[],
+    )
+    .unwrap();
+    wait_ready(admin).await;
+    // A request whose body never completes keeps the drain waiting (for --shutdown-timeout).
+    let mut socket = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let head = "POST /v1/streams/s/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let http = reqwest::Client::new();
+    sluice_testkit::eventually("the request to be in flight", STARTUP, || async {
+        let m = http
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        m.contains("sluice_ingest_requests_in_flight 1").then_some(())
+    })
+    .await
+    .unwrap();
+    ingest.signal(ProcessSignal::SIGTERM).unwrap();
+    sluice_testkit::eventually("readiness to fail", STARTUP, || async {
+        let status = http.get(format!("http://{admin}/readyz")).send().await.ok()?.status();
+        (status == 503).then_some(())
+    })
+    .await
+    .unwrap();
+    ingest.signal(ProcessSignal::SIGTERM).unwrap();
+    assert_eq!(ingest.wait(Duration::from_secs(10)).await.unwrap(), Some(1));
 }
