@@ -51,6 +51,14 @@ fn first_line(message: &str) -> String {
     }
 }
 
+/// `Err` naming the first flag whose value is zero.
+pub fn require_positive(flags: &[(&str, usize)]) -> Result<(), String> {
+    match flags.iter().find(|(_, value)| *value == 0) {
+        Some((flag, _)) => Err(format!("{flag} must be greater than 0")),
+        None => Ok(()),
+    }
+}
+
 /// Parses `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();

@@ -6,6 +6,7 @@
 //! - [`shutdown`]: SIGTERM/SIGINT become one [`CancellationToken`] fanned out to every task.
 //! - [`admin`]: the admin listener (`/healthz`, `/readyz`, `/metrics`) and the readiness flag.
 //! - [`net`]: binding listeners with a deep accept backlog.
+//! - [`service`]: the shared `main` (flags, logging, listeners, signals, exit codes).
 //! - [`error`]: the JSON error body every HTTP API answers with.
 //!
 //! Nothing here knows about Kafka or SSE.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod error;
 pub mod logging;
 pub mod net;
+pub mod service;
 pub mod shutdown;
 
 pub use admin::{AdminServer, Readiness};

@@ -131,17 +131,13 @@ impl GatewayConfig {
         self.kafka.validate().map_err(|e| e.to_string())?;
         self.kafka.refuse(&FLAG_CONTROLLED).map_err(|e| e.to_string())?;
         let catalog = StreamCatalog::new(&self.streams)?;
-        for (flag, value) in [
+        sluice_runtime::cli::require_positive(&[
             ("--max-connections", self.max_connections),
             ("--ring-events", self.ring_events),
             ("--ring-bytes", self.ring_bytes),
             ("--inbox-events", self.inbox_events),
             ("--max-catchup-readers", self.max_catchup_readers),
-        ] {
-            if value == 0 {
-                return Err(format!("{flag} must be greater than 0"));
-            }
-        }
+        ])?;
         for (flag, value) in [
             ("--heartbeat", self.heartbeat),
             ("--checkpoint-interval", self.checkpoint_interval),

@@ -56,14 +56,33 @@ pub enum RunError {
     Io(#[from] std::io::Error),
 }
 
-impl RunError {
-    /// True when the operator's configuration is at fault (exit code 64).
-    pub fn is_config(&self) -> bool {
+impl sluice_runtime::service::ConfigFault for RunError {
+    fn is_config(&self) -> bool {
         match self {
             RunError::Config(_) => true,
             RunError::Kafka(e) => e.is_config(),
             RunError::Io(_) => false,
         }
+    }
+}
+
+impl sluice_runtime::service::Service for GatewayConfig {
+    type Error = RunError;
+
+    fn validate(&self) -> Result<(), String> {
+        GatewayConfig::validate(self).map(|_| ())
+    }
+
+    fn log(&self) -> &sluice_runtime::logging::LogArgs {
+        &self.log
+    }
+
+    fn listen(&self) -> (std::net::SocketAddr, std::net::SocketAddr) {
+        (self.listen, self.admin_listen)
+    }
+
+    async fn run(self, listener: TcpListener, admin: TcpListener, shutdown: CancellationToken) -> Result<(), RunError> {
+        run(self, listener, admin, shutdown).await
     }
 }
 

@@ -1,27 +1,6 @@
-//! `sluice-gateway`: flags → logging → listeners → [`sluice_gateway::run`] until SIGTERM.
-
-use sluice_gateway::GatewayConfig;
-use sluice_runtime::cli::{config_error, parse_or_exit};
+//! `sluice-gateway`: the shared service `main` around [`sluice_gateway::run`].
 
 #[tokio::main]
 async fn main() {
-    let config: GatewayConfig = parse_or_exit();
-    if let Err(reason) = config.validate() {
-        config_error(reason);
-    }
-    if let Err(reason) = sluice_runtime::logging::init(&config.log) {
-        config_error(reason);
-    }
-    let listener = sluice_runtime::net::bind(config.listen, 4096)
-        .unwrap_or_else(|e| config_error(format!("--listen {}: {e}", config.listen)));
-    let admin = sluice_runtime::net::bind(config.admin_listen, 1024)
-        .unwrap_or_else(|e| config_error(format!("--admin-listen {}: {e}", config.admin_listen)));
-    let shutdown = sluice_runtime::shutdown::on_signal();
-    if let Err(err) = sluice_gateway::run(config, listener, admin, shutdown).await {
-        if err.is_config() {
-            config_error(err);
-        }
-        tracing::error!(error = %err, "sluice-gateway failed");
-        std::process::exit(1);
-    }
+    sluice_runtime::service::main::<sluice_gateway::GatewayConfig>().await;
 }

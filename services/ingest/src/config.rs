@@ -141,18 +141,14 @@ impl IngestConfig {
         self.kafka.refuse(&FLAG_CONTROLLED).map_err(|e| e.to_string())?;
         let catalog = StreamCatalog::new(&self.streams)?;
         let l = &self.limits;
-        for (flag, value) in [
+        sluice_runtime::cli::require_positive(&[
             ("--max-body-bytes", l.max_body_bytes),
             ("--max-events-per-request", l.max_events_per_request),
             ("--max-event-bytes", l.max_event_bytes),
             ("--max-key-bytes", l.max_key_bytes),
             ("--max-type-bytes", l.max_type_bytes),
             ("--max-connections", self.max_connections),
-        ] {
-            if value == 0 {
-                return Err(format!("{flag} must be greater than 0"));
-            }
-        }
+        ])?;
         if l.max_event_bytes + l.max_key_bytes + RECORD_OVERHEAD_BYTES > 100 * 1024 * 1024 {
             return Err("--max-event-bytes plus --max-key-bytes must stay below 100 MiB".into());
         }
