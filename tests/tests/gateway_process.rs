@@ -10,43 +10,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice_testkit::process::{free_local_addr, Child, ProcessSignal};
+use sluice_testkit::process::{ProcessSignal, ServiceProcess};
 use sluice_testkit::sse::Next;
 use sluice_testkit::{SseStream, TestKafka};
 
 const WAIT: Duration = Duration::from_secs(60);
 const KEYS: usize = 8;
 
-struct Service {
-    child: Child,
-    listen: SocketAddr,
-}
-
-async fn start(binary: &str, kafka: &TestKafka, extra: &[&str]) -> Service {
-    let (listen, admin) = (free_local_addr(), free_local_addr());
-    let mut args = vec![
-        format!("--listen={listen}"),
-        format!("--admin-listen={admin}"),
-        format!("--kafka-brokers={}", kafka.bootstrap_servers()),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let child = Child::spawn(binary, &args, &[]).unwrap();
-    let http = reqwest::Client::new();
-    sluice_testkit::eventually(&format!("{binary} ready"), WAIT, || async {
-        let response = http.get(format!("http://{admin}/readyz")).send().await.ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await
-    .unwrap();
-    Service { child, listen }
+async fn start(binary: &str, kafka: &TestKafka, extra: &[&str]) -> ServiceProcess {
+    ServiceProcess::start(binary, kafka.bootstrap_servers(), extra, WAIT)
+        .await
+        .unwrap()
 }
 
 struct Cluster {
     kafka: TestKafka,
     topic: String,
-    ingest: Service,
-    a: Service,
-    b: Service,
+    ingest: ServiceProcess,
+    a: ServiceProcess,
+    b: ServiceProcess,
 }
 
 async fn cluster() -> Cluster {

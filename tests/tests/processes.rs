@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice_testkit::process::{binary, free_local_addr, Child, ProcessSignal};
+use sluice_testkit::process::{binary, free_local_addr, Child, ProcessSignal, ServiceProcess};
 use sluice_testkit::TestKafka;
 
 const STARTUP: Duration = Duration::from_secs(30);
@@ -34,18 +34,10 @@ async fn sigterm_during_a_burst_keeps_every_acknowledged_event_and_exits_zero() 
     let kafka = TestKafka::start().await.unwrap();
     let topic = kafka.unique_topic("e2e-sigterm");
     kafka.create_topic(&topic, 4).await.unwrap();
-    let (listen, admin) = (free_local_addr(), free_local_addr());
-    let mut ingest = Child::spawn(
-        "sluice-ingest",
-        &[
-            format!("--listen={listen}"),
-            format!("--admin-listen={admin}"),
-            format!("--kafka-brokers={}", kafka.bootstrap_servers()),
-        ],
-        &[],
-    )
-    .unwrap();
-    wait_ready(admin).await;
+    let service = ServiceProcess::start("sluice-ingest", kafka.bootstrap_servers(), &[], STARTUP)
+        .await
+        .unwrap();
+    let (mut ingest, listen) = (service.child, service.listen);
 
     let url = format!("http://{listen}/v1/streams/{topic}/events");
     let acked = Arc::new(Mutex::new(Vec::<((i32, i64), String)>::new()));
@@ -319,18 +311,10 @@ async fn a_second_sigterm_during_a_drain_exits_at_once() {
     use tokio::io::AsyncWriteExt;
 
     let kafka = TestKafka::start().await.unwrap();
-    let (listen, admin) = (free_local_addr(), free_local_addr());
-    let mut ingest = Child::spawn(
-        "sluice-ingest",
-        &[
-            format!("--listen={listen}"),
-            format!("--admin-listen={admin}"),
-            format!("--kafka-brokers={}", kafka.bootstrap_servers()),
-        ],
-        &[],
-    )
-    .unwrap();
-    wait_ready(admin).await;
+    let service = ServiceProcess::start("sluice-ingest", kafka.bootstrap_servers(), &[], STARTUP)
+        .await
+        .unwrap();
+    let (mut ingest, listen, admin) = (service.child, service.listen, service.admin);
     // A request whose body never completes keeps the drain waiting (for --shutdown-timeout).
     let mut socket = tokio::net::TcpStream::connect(listen).await.unwrap();
     let head = "POST /v1/streams/s/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";

@@ -104,3 +104,33 @@ pub fn free_local_addr() -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().expect("bound address")
 }
+
+/// A Sluice service (`sluice-ingest`, `sluice-gateway`) running as a process on free loopback
+/// ports, ready.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    pub child: Child,
+    pub listen: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` against `brokers` with `extra` flags and waits until `/readyz` is 200.
+    pub async fn start(binary: &str, brokers: &str, extra: &[&str], timeout: Duration) -> anyhow::Result<Self> {
+        let (listen, admin) = (free_local_addr(), free_local_addr());
+        let mut args = vec![
+            format!("--listen={listen}"),
+            format!("--admin-listen={admin}"),
+            format!("--kafka-brokers={brokers}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Child::spawn(binary, &args, &[])?;
+        let http = reqwest::Client::new();
+        crate::eventually(&format!("{binary} to become ready"), timeout, || async {
+            let response = http.get(format!("http://{admin}/readyz")).send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await?;
+        Ok(Self { child, listen, admin })
+    }
+}
