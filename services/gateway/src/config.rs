@@ -75,6 +75,11 @@ pub struct GatewayConfig {
     #[arg(long, env = "SLUICE_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub stream_idle_timeout: Duration,
 
+    /// How often each stream's consumer lag (`sluice_gateway_consumer_lag`) is refreshed, from
+    /// librdkafka's statistics.
+    #[arg(long, env = "SLUICE_CONSUMER_LAG_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub consumer_lag_interval: Duration,
+
     /// Timeout of Kafka metadata and watermark requests.
     #[arg(long, env = "SLUICE_KAFKA_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub kafka_timeout: Duration,
@@ -117,6 +122,7 @@ impl GatewayConfig {
             inbox_events: 256,
             max_catchup_readers: 32,
             stream_idle_timeout: Duration::from_secs(300),
+            consumer_lag_interval: Duration::from_secs(10),
             kafka_timeout: Duration::from_secs(5),
             workers: 0,
             log: LogArgs {
@@ -143,6 +149,7 @@ impl GatewayConfig {
             ("--checkpoint-interval", self.checkpoint_interval),
             ("--write-timeout", self.write_timeout),
             ("--kafka-timeout", self.kafka_timeout),
+            ("--consumer-lag-interval", self.consumer_lag_interval),
         ] {
             if value < Duration::from_millis(10) {
                 return Err(format!("{flag} must be at least 10ms"));

@@ -272,7 +272,7 @@ impl Feed {
         let feed = Self::detached(stream, topic, start.clone(), limits);
         *feed.initial_high.lock().unwrap_or_else(|e| e.into_inner()) = watermarks.iter().map(|w| w.high).collect();
 
-        let consumer = kafka.feed_consumer(stream)?;
+        let consumer = kafka.feed_consumer(stream, Arc::downgrade(&feed))?;
         let mut assignment = TopicPartitionList::new();
         for (p, &offset) in start.offsets.iter().enumerate() {
             assignment
@@ -313,21 +313,29 @@ async fn run_consumer(feed: Arc<Feed>, consumer: StreamConsumer<LagContext>) {
     tracing::info!(stream = %feed.stream, "feed stopped");
 }
 
-/// The feed consumer's context: turns librdkafka's periodic statistics into the per-partition
-/// consumer lag gauge, with no extra broker round trips.
+/// The feed consumer's context: turns librdkafka's periodic statistics (each partition's high
+/// watermark) into the consumer lag gauge — the high watermark minus the feed's position — with
+/// no extra broker round trips. (librdkafka's own `consumer_lag` needs committed offsets, and
+/// the gateway never commits.)
 #[derive(Debug)]
 pub struct LagContext {
     pub stream: String,
     pub metrics: crate::metrics::GatewayMetrics,
+    pub feed: std::sync::Weak<Feed>,
 }
 
 impl rdkafka::ClientContext for LagContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(feed) = self.feed.upgrade() else { return };
+        let (_, head) = feed.snapshot();
         for topic in statistics.topics.values() {
             for (&partition, stats) in &topic.partitions {
-                if partition >= 0 && stats.consumer_lag >= 0 {
+                let Some(&position) = usize::try_from(partition).ok().and_then(|p| head.offsets.get(p)) else {
+                    continue; // librdkafka's internal "-1" partition
+                };
+                if stats.hi_offset >= 0 {
                     self.metrics
-                        .set_lag(&self.stream, partition as usize, stats.consumer_lag);
+                        .set_lag(&self.stream, partition as usize, (stats.hi_offset - position).max(0));
                 }
             }
         }

@@ -24,6 +24,7 @@ pub struct KafkaContext {
     catchup: Arc<Semaphore>,
     admin: Arc<BaseConsumer>,
     timeout: Duration,
+    lag_interval: Duration,
 }
 
 impl std::fmt::Debug for KafkaContext {
@@ -45,6 +46,7 @@ impl KafkaContext {
         metrics: GatewayMetrics,
         max_catchup_readers: usize,
         timeout: Duration,
+        lag_interval: Duration,
     ) -> Result<Self, KafkaError> {
         let admin: BaseConsumer = consumer_config(&args)?.create().map_err(KafkaError::ClientConfig)?;
         Ok(Self {
@@ -54,6 +56,7 @@ impl KafkaContext {
             catchup: Arc::new(Semaphore::new(max_catchup_readers.max(1))),
             admin: Arc::new(admin),
             timeout,
+            lag_interval,
         })
     }
 
@@ -128,13 +131,21 @@ impl KafkaContext {
     }
 
     /// The consumer behind a feed, with lag statistics.
-    pub fn feed_consumer(&self, stream: &str) -> Result<StreamConsumer<LagContext>, GatewayError> {
+    pub fn feed_consumer(
+        &self,
+        stream: &str,
+        feed: std::sync::Weak<crate::feed::Feed>,
+    ) -> Result<StreamConsumer<LagContext>, GatewayError> {
         let context = LagContext {
             stream: stream.to_owned(),
             metrics: self.metrics.clone(),
+            feed,
         };
         let mut config = consumer_config(&self.args).map_err(GatewayError::Kafka)?;
-        config.set("statistics.interval.ms", "10000");
+        config.set(
+            "statistics.interval.ms",
+            self.lag_interval.as_millis().max(1).to_string(),
+        );
         config
             .create_with_context(context)
             .map_err(|e| GatewayError::Kafka(KafkaError::ClientConfig(e)))

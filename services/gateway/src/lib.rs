@@ -136,6 +136,7 @@ pub async fn run(
         metrics.clone(),
         config.max_catchup_readers,
         config.kafka_timeout,
+        config.consumer_lag_interval,
     )?);
     let limits = FeedLimits {
         ring_events: config.ring_events,

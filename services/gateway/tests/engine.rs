@@ -54,6 +54,7 @@ fn subscribe(partitions: usize, filter: Filter) -> Harness {
         metrics,
         1,
         Duration::from_secs(1),
+        Duration::from_secs(10),
     )
     .unwrap();
     let (out, rx) = Out::channel(8, None, Duration::from_secs(30));

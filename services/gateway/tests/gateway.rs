@@ -674,3 +674,35 @@ async fn a_reader_that_falls_behind_the_ring_continues_and_its_ids_stay_exact() 
     }
     gateway.stop(WAIT).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_consumer_lag_per_partition() {
+    let f = Fixture::start().await;
+    let topic = f.topic(2).await;
+    f.publish(&topic, "e", 10, 2).await;
+    let gateway = f
+        .gateway(|c| c.consumer_lag_interval = Duration::from_millis(100))
+        .await;
+    let mut stream = f
+        .open(&gateway, &format!("/v1/streams/{topic}?from=earliest"), None)
+        .await;
+    read_n(&mut stream, 10).await;
+    for partition in 0..2 {
+        let sample = format!("sluice_gateway_consumer_lag{{stream=\"{topic}\",partition=\"{partition}\"}} 0");
+        sluice_testkit::eventually("the lag of every partition", WAIT, || async {
+            let m = f
+                .http
+                .get(gateway.admin_url("/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            m.contains(&sample).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    gateway.stop(WAIT).await.unwrap();
+}
