@@ -72,6 +72,8 @@ impl DevStack {
             ingest_addr.to_string(),
             "--ingest-admin-listen".to_owned(),
             admin_addr.to_string(),
+            // Ingest only: a gateway would take the dev stack's fixed port and the machine.
+            "--gateways=0".to_owned(),
         ];
         command_args.extend(args.dev_args.iter().cloned());
         let mut service = Service::spawn(&binary, &command_args, &[])?;
