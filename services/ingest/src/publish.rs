@@ -79,9 +79,17 @@ pub async fn publish(producer: &Producer, topic: &str, events: Vec<Event>, trace
             }
         }
     }
+    // librdkafka can hold an idempotent producer's in-flight records past message.timeout.ms
+    // (it may not expire what a broker might still write); the client is answered on time
+    // regardless, and the record is reported as not acknowledged — which is what it is.
+    let timeout = producer.settings().delivery_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     let results = join_all(handed.into_iter().map(|h| async move {
         match h {
-            Ok(pending) => pending.acknowledged().await.map_err(Failure::NotAcknowledged),
+            Ok(pending) => match tokio::time::timeout_at(deadline, pending.acknowledged()).await {
+                Ok(result) => result.map_err(Failure::NotAcknowledged),
+                Err(_) => Err(Failure::NotAcknowledged(KafkaError::Timeout(timeout))),
+            },
             Err(failure) => Err(failure),
         }
     }))
