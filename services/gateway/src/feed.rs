@@ -259,7 +259,7 @@ impl Feed {
 
     /// Starts a feed on Kafka: metadata, watermarks, prefill position, consumer task.
     pub async fn start(
-        kafka: &KafkaContext,
+        kafka: &Arc<KafkaContext>,
         stream: &str,
         topic: &str,
         limits: FeedLimits,
@@ -283,18 +283,35 @@ impl Feed {
             .assign(&assignment)
             .map_err(|e| GatewayError::Kafka(sluice_kafka::KafkaError::Kafka(e)))?;
         tracing::info!(stream, topic, partitions, "feed started");
-        let task_feed = feed.clone();
+        let (task_feed, task_kafka) = (feed.clone(), kafka.clone());
+        kafka.metrics.streams_active.inc();
         kafka
             .runtime
-            .spawn(async move { run_consumer(task_feed, consumer).await });
+            .spawn(async move { run_consumer(task_feed, consumer, task_kafka).await });
         Ok(feed)
     }
 }
 
-async fn run_consumer(feed: Arc<Feed>, consumer: StreamConsumer<LagContext>) {
+/// How often a feed checks whether its topic gained partitions.
+const PARTITION_CHECK: Duration = Duration::from_secs(30);
+
+async fn run_consumer(feed: Arc<Feed>, consumer: StreamConsumer<LagContext>, kafka: Arc<KafkaContext>) {
+    let mut partition_check = tokio::time::interval(PARTITION_CHECK);
+    partition_check.tick().await;
     loop {
         tokio::select! {
             _ = feed.stop.cancelled() => break,
+            _ = partition_check.tick() => {
+                // A topic that gained partitions needs a wider position everywhere: the feed
+                // stops, its subscribers are told to retry, and their cursors (narrower than
+                // the topic) resume with the new partitions from their earliest offset.
+                if let Ok(now) = kafka.partition_count(&feed.topic).await {
+                    if now > feed.partitions {
+                        tracing::info!(stream = %feed.stream, before = feed.partitions, now, "topic gained partitions: restarting the feed");
+                        feed.stop.cancel();
+                    }
+                }
+            }
             message = consumer.recv() => match message {
                 Ok(m) => {
                     let type_header = m.headers().and_then(|h| {
@@ -310,6 +327,7 @@ async fn run_consumer(feed: Arc<Feed>, consumer: StreamConsumer<LagContext>) {
             }
         }
     }
+    kafka.metrics.streams_active.dec();
     tracing::info!(stream = %feed.stream, "feed stopped");
 }
 

@@ -59,11 +59,7 @@ impl Hub {
             let slot = self.slots.entry(stream.to_owned()).or_default().clone();
             let started = slot
                 .feed
-                .get_or_try_init(|| async {
-                    let feed = Feed::start(&self.kafka, stream, topic, self.limits).await?;
-                    self.kafka.metrics.streams_active.inc();
-                    Ok::<_, GatewayError>(feed)
-                })
+                .get_or_try_init(|| Feed::start(&self.kafka, stream, topic, self.limits))
                 .await;
             let feed = match started {
                 Ok(feed) => feed.clone(),
@@ -81,6 +77,9 @@ impl Hub {
                     return Ok(FeedLease { feed });
                 }
             }
+            // A stopped feed (its topic grew, or it was reaped) gives way to a new one.
+            self.slots
+                .remove_if(stream, |_, s| Arc::ptr_eq(s, &slot) && feed.stop.is_cancelled());
         }
     }
 
@@ -96,7 +95,6 @@ impl Hub {
             _ => true,
         });
         for stream in stopped {
-            self.kafka.metrics.streams_active.dec();
             tracing::info!(stream, "feed stopped after being idle");
         }
     }

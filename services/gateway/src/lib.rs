@@ -128,8 +128,8 @@ pub async fn run(
     let catalog = config.validate().map_err(RunError::Config)?;
     let mut registry = Registry::default();
     let metrics = GatewayMetrics::register(&mut registry);
-    let readiness = Readiness::new();
-    let admin = AdminServer::start(admin_listener, Arc::new(registry), readiness.clone())?;
+    // Kafka clients before the admin listener: a configuration librdkafka refuses ends the
+    // start before anything listens or logs.
     let kafka = Arc::new(kafka::KafkaContext::new(
         config.kafka.clone(),
         tokio::runtime::Handle::current(),
@@ -138,6 +138,8 @@ pub async fn run(
         config.kafka_timeout,
         config.consumer_lag_interval,
     )?);
+    let readiness = Readiness::new();
+    let admin = AdminServer::start(admin_listener, Arc::new(registry), readiness.clone())?;
     let limits = FeedLimits {
         ring_events: config.ring_events,
         ring_bytes: config.ring_bytes,
@@ -303,7 +305,16 @@ async fn open_stream(
     };
 
     let slot = acquire_slot(state)?;
-    let lease = state.hub.subscribe(stream, &topic).await?;
+    let mut lease = state.hub.subscribe(stream, &topic).await?;
+    if cursor.as_ref().is_some_and(|c| c.offsets.len() > lease.feed.partitions) {
+        // A cursor wider than this pod's feed: the topic may have gained partitions since the
+        // feed started (another pod minted the cursor on a newer view). Check, and restart.
+        if state.hub.kafka().partition_count(&topic).await? > lease.feed.partitions {
+            lease.feed.stop.cancel();
+            drop(lease);
+            lease = state.hub.subscribe(stream, &topic).await?;
+        }
+    }
     let start = resolve_start(state.hub.kafka(), &lease.feed, cursor, query.from).await?;
     let socket = request.conn_data::<SocketFd>().map(|s| s.0);
     let (out, mut rx) = Out::channel(OUT_CHANNEL, socket, state.timing.write_timeout);

@@ -239,7 +239,7 @@ impl Subscriber {
     /// Runs the connection until it ends, and counts how it ended.
     pub async fn run(mut self) {
         let end = self.serve().await;
-        if matches!(end, End::Lifetime | End::Drain) {
+        if matches!(end, End::Lifetime | End::Drain | End::FeedStopped) {
             // Tell the client when to come back; jittered so a drain does not become a storm.
             let retry = self.jittered_retry();
             let _ = self.out.send(frame::retry_frame(retry)).await;
@@ -338,7 +338,11 @@ impl Subscriber {
             } else {
                 entry.frame_with_id(&self.position)
             });
-            newest = newest.max(entry.timestamp_ms);
+            self.dirty = false;
+            if self.aligned {
+                // Only live deliveries count towards latency; a replay's age is not latency.
+                newest = newest.max(entry.timestamp_ms);
+            }
         }
         self.flush(frames, newest).await
     }
@@ -359,7 +363,7 @@ impl Subscriber {
             if let Some(last) = batch.last() {
                 next = last.seq + 1;
             }
-            let delivered = self.deliver_keyed(&batch).await;
+            let delivered = self.deliver_keyed(&batch, false).await;
             if registered {
                 let guard = Registration {
                     feed: feed.clone(),
@@ -383,7 +387,7 @@ impl Subscriber {
             let (_, head) = feed.snapshot();
             batch.clear();
             let overflowed = inbox.drain(&mut batch).is_err();
-            self.deliver_keyed(&batch).await?;
+            self.deliver_keyed(&batch, true).await?;
             if overflowed {
                 return Ok(());
             }
@@ -399,7 +403,7 @@ impl Subscriber {
         }
     }
 
-    async fn deliver_keyed(&mut self, batch: &[Arc<Entry>]) -> Result<(), End> {
+    async fn deliver_keyed(&mut self, batch: &[Arc<Entry>], live: bool) -> Result<(), End> {
         let mut frames = Vec::new();
         let mut newest = 0;
         for entry in batch {
@@ -410,7 +414,10 @@ impl Subscriber {
             self.position.set_next(p, entry.offset + 1);
             if self.filter.wants_key(entry.key.as_deref()) && self.filter.wants_type(&entry.record_type) {
                 frames.push(entry.frame_with_id(&self.position));
-                newest = newest.max(entry.timestamp_ms);
+                self.dirty = false;
+                if live {
+                    newest = newest.max(entry.timestamp_ms);
+                }
             } else {
                 self.dirty = true;
             }
@@ -472,7 +479,6 @@ impl Subscriber {
             }
         };
         let mut chunk = BytesMut::new();
-        let mut newest = 0;
         // The memory floor only moves forward; re-read it every few hundred records.
         let mut since_check = 0usize;
         loop {
@@ -497,19 +503,26 @@ impl Subscriber {
                                 frame::cursor_event_frame(&self.position, None, &mapped.data).expect("valid id")
                             });
                         chunk.extend_from_slice(&framed);
-                        newest = newest.max(record.timestamp_ms);
+                        self.dirty = false;
                         self.metrics.events_sent.inc();
                     } else {
                         self.dirty = true;
                     }
                     if chunk.len() >= CATCHUP_CHUNK_BYTES {
-                        self.send_chunk(chunk.split().freeze(), newest).await?;
+                        self.send_chunk(chunk.split().freeze()).await?;
                     }
                     since_check = (since_check + 1) % 256;
+                    // Records keep coming: the drain, the lifetime and the feed must still be heard.
+                    if let Err(end) = self.check_end() {
+                        if !chunk.is_empty() {
+                            self.send_chunk(chunk.split().freeze()).await?;
+                        }
+                        return Err(end);
+                    }
                 }
                 Ok(None) => {
                     if !chunk.is_empty() {
-                        self.send_chunk(chunk.split().freeze(), newest).await?;
+                        self.send_chunk(chunk.split().freeze()).await?;
                     }
                     self.tick().await?;
                     since_check = 0;
@@ -524,7 +537,7 @@ impl Subscriber {
             }
         }
         if !chunk.is_empty() {
-            self.send_chunk(chunk.freeze(), newest).await?;
+            self.send_chunk(chunk.freeze()).await?;
         }
         Ok(())
     }
@@ -535,17 +548,29 @@ impl Subscriber {
         partitions.iter().all(|&p| self.position.offsets[p] >= floor[p])
     }
 
-    async fn send_chunk(&mut self, chunk: Bytes, newest_ms: i64) -> Result<(), End> {
+    async fn send_chunk(&mut self, chunk: Bytes) -> Result<(), End> {
         self.metrics.bytes_sent.inc_by(chunk.len() as u64);
-        self.observe_latency(newest_ms);
         self.out.send(chunk).await
+    }
+
+    /// Ends the connection if its end is due: drain, lifetime, or the feed stopping.
+    fn check_end(&mut self) -> Result<(), End> {
+        if self.feed().stop.is_cancelled() {
+            return Err(End::FeedStopped);
+        }
+        if self.drain.is_cancelled() && !matches!(self.end_at, Some((_, End::Drain))) {
+            self.begin_drain();
+        }
+        match self.end_at {
+            Some((at, why)) if Instant::now() >= at => Err(why),
+            _ => Ok(()),
+        }
     }
 
     async fn flush(&mut self, frames: Vec<Bytes>, newest_ms: i64) -> Result<(), End> {
         if frames.is_empty() {
             return self.tick().await;
         }
-        self.dirty = false;
         self.metrics.events_sent.inc_by(frames.len() as u64);
         let chunk = if frames.len() == 1 {
             frames.into_iter().next().unwrap_or_default()
@@ -582,6 +607,7 @@ impl Subscriber {
             tokio::select! {
                 biased;
                 _ = self.out.tx.closed() => return Err(End::ClientGone),
+                _ = self.lease.feed.stop.cancelled() => return Err(End::FeedStopped),
                 _ = self.drain.cancelled(), if !matches!(self.end_at, Some((_, End::Drain))) => self.begin_drain(),
                 _ = &mut event => return Ok(()),
                 _ = tokio::time::sleep_until(due) => self.tick().await?,
@@ -611,15 +637,8 @@ impl Subscriber {
 
     /// Does whatever is due now: end, checkpoint, heartbeat.
     async fn tick(&mut self) -> Result<(), End> {
+        self.check_end()?;
         let now = Instant::now();
-        if self.drain.is_cancelled() && !matches!(self.end_at, Some((_, End::Drain))) {
-            self.begin_drain();
-        }
-        if let Some((at, why)) = self.end_at {
-            if now >= at {
-                return Err(why);
-            }
-        }
         if self.filter.is_filtered() && self.dirty && now >= self.last_checkpoint + self.timing.checkpoint_interval {
             self.dirty = false;
             self.last_checkpoint = now;

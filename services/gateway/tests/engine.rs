@@ -168,3 +168,40 @@ async fn drain_ends_the_stream_within_the_window_with_a_retry() {
     assert!(started.elapsed() <= timing().drain_window);
     assert!(h.rx.recv().await.is_none(), "then the stream ends");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_match_followed_by_skipped_records_still_gets_a_checkpoint() {
+    let filter = Filter {
+        keys: Vec::new(),
+        types: vec!["wanted".into()],
+    };
+    let mut h = subscribe(1, filter);
+    next_frame(&mut h.rx).await; // retry
+                                 // One batch: a match, then two records the filter skips.
+    h.feed.append(0, 0, 0, None, Some(b"wanted"), Some(b"1"));
+    h.feed.append(0, 1, 0, None, Some(b"other"), Some(b"2"));
+    h.feed.append(0, 2, 0, None, Some(b"other"), Some(b"3"));
+    let event = parse_stream(next_frame(&mut h.rx).await.as_bytes());
+    assert_eq!(event.events.len(), 1);
+    assert_eq!(
+        Cursor::decode(event.events[0].id.as_deref().unwrap()).unwrap().offsets,
+        vec![1]
+    );
+    let checkpoint = parse_stream(next_frame(&mut h.rx).await.as_bytes());
+    assert!(checkpoint.events.is_empty());
+    assert_eq!(
+        Cursor::decode(&checkpoint.last_event_id.unwrap()).unwrap().offsets,
+        vec![3],
+        "past the skipped records"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_feed_ends_its_streams_with_a_retry() {
+    let mut h = subscribe(1, Filter::default());
+    next_frame(&mut h.rx).await; // retry
+    h.feed.stop.cancel();
+    let last = next_frame(&mut h.rx).await;
+    assert!(parse_stream(last.as_bytes()).retry_ms.is_some(), "{last:?}");
+    assert!(h.rx.recv().await.is_none());
+}
