@@ -32,6 +32,18 @@ pub struct KafkaArgs {
         value_delimiter = ';'
     )]
     pub config: Vec<String>,
+
+    /// A file of librdkafka properties, one `key=value` per line (`#` starts a comment), read
+    /// before `--kafka-config` (repeatable). Mount SASL credentials from a secret store this way,
+    /// so no secret is on the command line or in the environment. In the environment, separate
+    /// paths with `,`.
+    #[arg(
+        long = "kafka-config-file",
+        env = "SLUICE_KAFKA_CONFIG_FILE",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    pub config_files: Vec<std::path::PathBuf>,
 }
 
 impl KafkaArgs {
@@ -40,6 +52,7 @@ impl KafkaArgs {
         Self {
             brokers: brokers.into(),
             config: Vec::new(),
+            config_files: Vec::new(),
         }
     }
 
@@ -58,27 +71,26 @@ impl KafkaArgs {
         Ok(())
     }
 
-    /// The passthrough properties as `(key, value)` pairs.
+    /// The passthrough properties as `(key, value)` pairs: the files' first, then
+    /// `--kafka-config`, so a flag can override a file.
     pub fn properties(&self) -> Result<Vec<(String, String)>, KafkaError> {
-        self.config
-            .iter()
-            .filter(|entry| !entry.trim().is_empty())
-            .map(|entry| {
-                let invalid = |reason: &str| KafkaError::InvalidConfig {
-                    entry: entry.clone(),
-                    reason: reason.to_owned(),
-                };
-                let (key, value) = entry.split_once('=').ok_or_else(|| invalid("expected key=value"))?;
-                let key = key.trim();
-                if key.is_empty() {
-                    return Err(invalid("the property name is empty"));
+        let mut properties = Vec::new();
+        for path in &self.config_files {
+            let text = std::fs::read_to_string(path).map_err(|e| KafkaError::InvalidConfig {
+                entry: format!("--kafka-config-file {}", path.display()),
+                reason: e.to_string(),
+            })?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if !line.is_empty() && !line.starts_with('#') {
+                    properties.push(parse_entry(line, &format!("{}:{}", path.display(), n + 1))?);
                 }
-                if FIXED_PROPERTIES.contains(&key) {
-                    return Err(invalid("Sluice sets this property itself"));
-                }
-                Ok((key.to_owned(), value.to_owned()))
-            })
-            .collect()
+            }
+        }
+        for entry in self.config.iter().filter(|entry| !entry.trim().is_empty()) {
+            properties.push(parse_entry(entry, "--kafka-config")?);
+        }
+        Ok(properties)
     }
 
     /// Refuses passthrough properties a service sets itself, with the reason to show (e.g.
@@ -87,7 +99,7 @@ impl KafkaArgs {
         for (key, _) in self.properties()? {
             if let Some((_, reason)) = controlled.iter().find(|(property, _)| *property == key) {
                 return Err(KafkaError::InvalidConfig {
-                    entry: format!("{key}=…"),
+                    entry: format!("--kafka-config {key}=…"),
                     reason: (*reason).to_owned(),
                 });
             }
@@ -106,12 +118,35 @@ impl KafkaArgs {
     }
 }
 
+/// Parses one `key=value` entry from `origin` (a flag, or `file:line`). Errors name the key,
+/// never the value: values are often secrets.
+fn parse_entry(entry: &str, origin: &str) -> Result<(String, String), KafkaError> {
+    let invalid = |shown: String, reason: &str| KafkaError::InvalidConfig {
+        entry: shown,
+        reason: reason.to_owned(),
+    };
+    let Some((key, value)) = entry.split_once('=') else {
+        return Err(invalid(format!("{origin} {entry:?}"), "expected key=value"));
+    };
+    let key = key.trim();
+    let shown = format!("{origin} {key}=…");
+    if key.is_empty() {
+        return Err(invalid(shown, "the property name is empty"));
+    }
+    if FIXED_PROPERTIES.contains(&key) {
+        return Err(invalid(shown, "Sluice sets this property itself"));
+    }
+    // As in Java properties files: spaces after the `=` are not part of the value.
+    Ok((key.to_owned(), value.trim_start().to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn args(config: &[&str]) -> KafkaArgs {
         KafkaArgs {
+            config_files: Vec::new(),
             brokers: "127.0.0.1:9092".into(),
             config: config.iter().map(|s| s.to_string()).collect(),
         }
@@ -157,5 +192,59 @@ mod tests {
         ])
         .validate()
         .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn reads_properties_files_then_flags() {
+        let dir = std::env::temp_dir().join(format!("sluice-kafka-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("client.properties");
+        std::fs::write(
+            &path,
+            "# SASL\nsasl.username=u\n\n sasl.password = p=q \nclient.id=file\n",
+        )
+        .unwrap();
+        let args = KafkaArgs {
+            brokers: "k:9092".into(),
+            config: vec!["client.id=flag".into()],
+            config_files: vec![path.clone()],
+        };
+        let config = args.client_config().unwrap();
+        assert_eq!(config.get("sasl.username"), Some("u"));
+        assert_eq!(
+            config.get("sasl.password"),
+            Some("p=q"),
+            "the value after the first '=', trimmed"
+        );
+        assert_eq!(config.get("client.id"), Some("flag"), "a flag overrides the file");
+        std::fs::write(&path, "acks=0\n").unwrap();
+        let err = args.validate().unwrap_err().to_string();
+        assert!(err.contains("client.properties:1") && err.contains("acks=…"), "{err}");
+        let missing = KafkaArgs {
+            config_files: vec![dir.join("nope")],
+            ..args
+        };
+        assert!(missing
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--kafka-config-file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn errors_never_show_values() {
+        let args = KafkaArgs {
+            brokers: "k:9092".into(),
+            config: vec!["acks=secret-looking".into()],
+            config_files: Vec::new(),
+        };
+        let err = args.validate().unwrap_err().to_string();
+        assert!(!err.contains("secret-looking"), "{err}");
     }
 }

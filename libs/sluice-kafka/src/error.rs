@@ -6,8 +6,9 @@ use std::time::Duration;
 /// can help ([`KafkaError::is_transient`]) or the request itself was wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
-    /// A `--kafka-config` entry is not `key=value`, or names a property Sluice fixes itself.
-    #[error("invalid --kafka-config entry {entry:?}: {reason}")]
+    /// A Kafka setting is not `key=value`, names a property Sluice fixes itself, or cannot be
+    /// read. `entry` says where it came from (a flag or `file:line`) and its key, never its value.
+    #[error("{entry}: {reason}")]
     InvalidConfig { entry: String, reason: String },
 
     /// librdkafka refused the configuration (unknown property, bad value).
