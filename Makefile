@@ -21,8 +21,22 @@ release: ## Build every binary (release)
 	$(CARGO) build --release --workspace --bins
 
 .PHONY: test
-test: build ## Run every test: unit, service and end-to-end (embedded broker; SLUICE_TEST_KAFKA_BROKERS=host:port for a real one)
+test: build ## Run every test: unit, service and end-to-end (embedded broker; SLUICE_TEST_KAFKA_BROKERS=host:port for a real one), then the Kubernetes checks
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) --no-print-directory test-k8s
+
+# Python tools for the Kubernetes checks, in a virtualenv under target/ (installed once).
+PY_ENV := target/py
+PY := $(PY_ENV)/bin/python
+
+$(PY):
+	python3 -m venv $(PY_ENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --ignore-requires-python helm-sdkpy kubernetes-validate pyyaml
+
+.PHONY: test-k8s
+test-k8s: build $(PY) ## Lint and render the Helm chart and k8s/ manifests, validate them against Kubernetes schemas and check them against the binaries
+	SLUICE_BIN_DIR=target/debug $(PY) tests/k8s/check_manifests.py
+	@if [ -f tests/k8s/check_chart.py ]; then SLUICE_BIN_DIR=target/debug $(PY) tests/k8s/check_chart.py; fi
 
 .PHONY: test-testcontainers
 test-testcontainers: build ## Run the tests against Apache Kafka started by testcontainers (needs a Docker engine)
