@@ -61,6 +61,23 @@ impl RunningService {
         .await
     }
 
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(reqwest::get(self.admin_url("/metrics"))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
+    }
+
+    /// Waits until `/metrics` contains `sample` (e.g. `sluice_gateway_connections_active 2`).
+    pub async fn wait_for_metric(&self, sample: &str, timeout: Duration) -> anyhow::Result<()> {
+        crate::eventually(&format!("metric sample {sample:?}"), timeout, || async {
+            self.metrics().await.ok()?.contains(sample).then_some(())
+        })
+        .await
+    }
+
     /// Fires the shutdown token, as SIGTERM would.
     pub fn begin_shutdown(&self) {
         self.shutdown.cancel();

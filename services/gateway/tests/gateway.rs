@@ -176,15 +176,7 @@ async fn a_position_older_than_memory_is_read_from_kafka() {
     assert_eq!(got.len(), 400);
     f.publish(&topic, "live", 3, 8).await;
     assert_eq!(read_n(&mut stream, 3).await.len(), 3);
-    let metrics = f
-        .http
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await.unwrap();
     assert!(metrics.contains("sluice_gateway_connections_active 1"), "{metrics}");
     gateway.stop(WAIT).await.unwrap();
 }
@@ -328,20 +320,10 @@ async fn a_client_that_stops_reading_does_not_slow_another_and_is_closed() {
     let request = format!("GET /v1/streams/{topic} HTTP/1.1\r\nHost: x\r\n\r\n");
     stuck.write_all(request.as_bytes()).await.unwrap();
     let mut reader = f.open(&gateway, &format!("/v1/streams/{topic}"), None).await;
-    sluice_testkit::eventually("both connections open", WAIT, || async {
-        let m = f
-            .http
-            .get(gateway.admin_url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        m.contains("sluice_gateway_connections_active 2").then_some(())
-    })
-    .await
-    .unwrap();
+    gateway
+        .wait_for_metric("sluice_gateway_connections_active 2", WAIT)
+        .await
+        .unwrap();
 
     // ~20 MB: far more than the socket buffers of the stuck client can absorb.
     let big = "x".repeat(10_000);
@@ -361,21 +343,11 @@ async fn a_client_that_stops_reading_does_not_slow_another_and_is_closed() {
     }
     let got = read_n(&mut reader, 2000).await;
     assert_eq!(got.len(), 2000);
-    sluice_testkit::eventually("the stuck connection to be closed", WAIT, || async {
-        let m = f
-            .http
-            .get(gateway.admin_url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        m.contains("sluice_gateway_disconnects_total{reason=\"write_timeout\"} 1")
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    // The stuck connection is closed by the write timeout.
+    gateway
+        .wait_for_metric("sluice_gateway_disconnects_total{reason=\"write_timeout\"} 1", WAIT)
+        .await
+        .unwrap();
     gateway.stop(WAIT).await.unwrap();
 }
 
@@ -456,26 +428,16 @@ async fn a_client_that_half_closes_counts_as_gone() {
     let mut buf = [0u8; 1024];
     let n = socket.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    let metrics = || async {
-        f.http
-            .get(gateway.admin_url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()
-    };
-    assert!(metrics().await.unwrap().contains("sluice_gateway_connections_active 1"));
+    assert!(gateway
+        .metrics()
+        .await
+        .unwrap()
+        .contains("sluice_gateway_connections_active 1"));
     socket.shutdown().await.unwrap(); // FIN: the client will send nothing more
-    sluice_testkit::eventually("the half-closed connection to be dropped", WAIT, || async {
-        metrics()
-            .await?
-            .contains("sluice_gateway_connections_active 0")
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    gateway
+        .wait_for_metric("sluice_gateway_connections_active 0", WAIT)
+        .await
+        .unwrap();
     gateway.stop(WAIT).await.unwrap();
 }
 
@@ -493,15 +455,7 @@ async fn connections_end_at_their_maximum_lifetime_with_a_retry() {
         }
     }
     assert!(stream.retry_ms().is_some(), "the closing frame says when to come back");
-    let metrics = f
-        .http
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await.unwrap();
     assert!(
         metrics.contains("sluice_gateway_disconnects_total{reason=\"lifetime\"} 1"),
         "{metrics}"
@@ -629,15 +583,7 @@ async fn a_reader_that_falls_behind_the_ring_continues_and_its_ids_stay_exact() 
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), 6001, "no loss, no duplicate");
-    let metrics = f
-        .http
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await.unwrap();
     assert!(metrics.contains("sluice_gateway_catchup_readers_active 0"), "{metrics}");
     assert!(
         !metrics.contains("sluice_gateway_resumes_total{source=\"kafka\""),
@@ -689,20 +635,7 @@ async fn reports_consumer_lag_per_partition() {
     read_n(&mut stream, 10).await;
     for partition in 0..2 {
         let sample = format!("sluice_gateway_consumer_lag{{stream=\"{topic}\",partition=\"{partition}\"}} 0");
-        sluice_testkit::eventually("the lag of every partition", WAIT, || async {
-            let m = f
-                .http
-                .get(gateway.admin_url("/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            m.contains(&sample).then_some(())
-        })
-        .await
-        .unwrap();
+        gateway.wait_for_metric(&sample, WAIT).await.unwrap();
     }
     gateway.stop(WAIT).await.unwrap();
 }

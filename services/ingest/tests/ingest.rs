@@ -310,15 +310,7 @@ async fn bad_requests_get_json_errors_and_write_nothing() {
     assert_eq!(records[0].value.as_deref(), Some(&b"\"marker\""[..]));
     assert_eq!(records[0].offset, 0, "a refused request wrote something");
 
-    let metrics = f
-        .http
-        .get(f.ingest.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = f.ingest.metrics().await.unwrap();
     assert!(
         metrics.contains("sluice_ingest_requests_total{status=\"413\"} 3"),
         "{metrics}"
@@ -490,13 +482,10 @@ async fn drain_fails_readiness_and_finishes_the_request_in_flight() {
     );
     socket.write_all(request.as_bytes()).await.unwrap();
     socket.write_all(head).await.unwrap();
-    let in_flight = f.ingest.admin_url("/metrics");
-    sluice_testkit::eventually("the request to be in flight", Duration::from_secs(10), || async {
-        let metrics = f.http.get(&in_flight).send().await.ok()?.text().await.ok()?;
-        metrics.contains("sluice_ingest_requests_in_flight 1").then_some(())
-    })
-    .await
-    .unwrap();
+    f.ingest
+        .wait_for_metric("sluice_ingest_requests_in_flight 1", Duration::from_secs(10))
+        .await
+        .unwrap();
 
     f.ingest.begin_shutdown();
     let status = sluice_testkit::eventually("/readyz to fail", Duration::from_secs(10), || async {
