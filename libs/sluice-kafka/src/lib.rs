@@ -27,6 +27,3 @@ pub use config::KafkaArgs;
 pub use error::KafkaError;
 pub use producer::{Delivered, OutRecord, Pending, Producer, ProducerSettings};
 pub use streams::{StreamArgs, StreamCatalog, StreamError};
-
-/// librdkafka's own error, re-exported for callers that need to inspect codes.
-pub use rdkafka::error::KafkaError as RdKafkaError;

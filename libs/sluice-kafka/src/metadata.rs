@@ -1,9 +1,7 @@
-//! Topic metadata and watermarks.
+//! Topic metadata: the cluster summary, partition counts, and the `Watermarks` type.
 //!
 //! librdkafka's metadata calls block the calling thread, so every call here runs on tokio's
 //! blocking pool and callers stay async.
-
-use std::time::Duration;
 
 use rdkafka::error::KafkaResult;
 use rdkafka::metadata::Metadata;
@@ -65,23 +63,6 @@ where
         return Err(unknown());
     }
     Ok(found.partitions().len())
-}
-
-/// Watermarks of one partition, through any client.
-pub async fn watermarks<C>(
-    client: std::sync::Arc<rdkafka::client::Client<C>>,
-    topic: &str,
-    partition: i32,
-    timeout: Duration,
-) -> Result<Watermarks, KafkaError>
-where
-    C: rdkafka::client::ClientContext + 'static,
-{
-    let topic = topic.to_owned();
-    let (low, high) = blocking(move || client.fetch_watermarks(&topic, partition, timeout))
-        .await?
-        .map_err(KafkaError::Kafka)?;
-    Ok(Watermarks { low, high })
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, KafkaError> {

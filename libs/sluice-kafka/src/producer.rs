@@ -181,11 +181,6 @@ impl Producer {
         result.map_or(0, |n| n.max(0) as usize)
     }
 
-    /// Records handed to the producer and not yet acknowledged or failed.
-    pub fn in_flight(&self) -> usize {
-        self.inner.in_flight_count().max(0) as usize
-    }
-
     /// Asks the cluster for its metadata; used for readiness. See [`crate::metadata`].
     pub async fn cluster_metadata(&self, timeout: Duration) -> Result<crate::metadata::ClusterInfo, KafkaError> {
         let inner = self.inner.clone();

@@ -7,16 +7,23 @@
 //!   sending new work before anything closes.
 //! - `/metrics` is the Prometheus text format of the service's registry.
 
+use std::fmt::Display;
+use std::future::Future;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::error_response;
+
+/// How often [`Readiness::follow`] re-checks a dependency.
+pub const READINESS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Whether the service should receive traffic, and if not, why.
 #[derive(Debug, Default)]
@@ -53,6 +60,29 @@ impl Readiness {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Follows a dependency: runs `check` now and every [`READINESS_INTERVAL`] until `stop`,
+    /// ready while it succeeds, not ready (with its error) while it fails.
+    pub async fn follow<F, Fut, E>(&self, dependency: &str, mut check: F, stop: CancellationToken)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: Display,
+    {
+        loop {
+            match check().await {
+                Ok(()) => self.set_ready(),
+                Err(err) => {
+                    tracing::warn!(dependency, error = %err, "readiness check failed");
+                    self.set_not_ready(format!("{dependency} unreachable: {err}"));
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(READINESS_INTERVAL) => {}
+            }
+        }
     }
 
     /// `Ok` when ready, otherwise the reason.

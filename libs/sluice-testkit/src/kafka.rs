@@ -10,7 +10,6 @@
 //! and create them with [`TestKafka::create_topic`] (the mock cluster cannot serve CreateTopics,
 //! so the fixture uses its own API there and the admin API elsewhere).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -265,15 +264,6 @@ fn read_blocking(
         });
     }
     Ok(records)
-}
-
-/// Groups records by partition, each in offset order.
-pub fn by_partition(records: &[ReadRecord]) -> HashMap<i32, Vec<&ReadRecord>> {
-    let mut map: HashMap<i32, Vec<&ReadRecord>> = HashMap::new();
-    for r in records {
-        map.entry(r.partition).or_default().push(r);
-    }
-    map
 }
 
 /// Whether a Docker engine answers (not just whether the client is installed).

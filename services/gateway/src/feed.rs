@@ -35,7 +35,6 @@ use crate::GatewayError;
 pub struct FeedLimits {
     pub ring_events: usize,
     pub ring_bytes: usize,
-    pub inbox_events: usize,
 }
 
 /// Entries pushed to a keyed subscriber.
@@ -93,7 +92,7 @@ pub struct Feed {
     idle_since: Mutex<Option<Instant>>,
     /// High watermarks when the feed started: "latest" is never before them, even while the
     /// feed is still reading the prefill.
-    initial_high: Mutex<Vec<i64>>,
+    initial_high: Vec<i64>,
     pub stop: CancellationToken,
 }
 
@@ -101,6 +100,17 @@ impl Feed {
     /// A feed with no consumer; records arrive through [`Feed::append`]. Tests use it directly;
     /// [`Feed::start`] wraps it with a Kafka consumer.
     pub fn detached(stream: &str, topic: &str, start: Cursor, limits: FeedLimits) -> Arc<Self> {
+        let initial_high = start.offsets.clone();
+        Self::with_initial_high(stream, topic, start, initial_high, limits)
+    }
+
+    fn with_initial_high(
+        stream: &str,
+        topic: &str,
+        start: Cursor,
+        initial_high: Vec<i64>,
+        limits: FeedLimits,
+    ) -> Arc<Self> {
         let partitions = start.offsets.len();
         let fingerprint = start.fingerprint;
         Arc::new(Self {
@@ -113,7 +123,7 @@ impl Feed {
             keys: DashMap::new(),
             subscribers: AtomicUsize::new(0),
             idle_since: Mutex::new(Some(Instant::now())),
-            initial_high: Mutex::new(Vec::new()),
+            initial_high,
             stop: CancellationToken::new(),
         })
     }
@@ -168,13 +178,7 @@ impl Feed {
     /// the head has not reached it yet.
     pub fn latest(&self) -> Cursor {
         let (_, mut head) = self.snapshot();
-        for (p, &high) in self
-            .initial_high
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .enumerate()
-        {
+        for (p, &high) in self.initial_high.iter().enumerate() {
             if head.offsets.get(p).is_some_and(|&h| h < high) {
                 head.set_next(p, high);
             }
@@ -229,11 +233,6 @@ impl Feed {
         }
     }
 
-    /// Ring size, for metrics and tests.
-    pub fn ring_len(&self) -> usize {
-        self.log.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
     /// Counts a subscriber; [`crate::hub::FeedLease`] undoes it on drop.
     pub fn add_subscriber(&self) {
         self.subscribers.fetch_add(1, Ordering::SeqCst);
@@ -265,12 +264,12 @@ impl Feed {
         limits: FeedLimits,
     ) -> Result<Arc<Self>, GatewayError> {
         let partitions = kafka.partition_count(topic).await?;
-        let watermarks = kafka.watermarks(topic, partitions).await?;
+        let watermarks = kafka.watermarks(topic, 0..partitions).await?;
         let prefill = (limits.ring_events / partitions.max(1)).max(1) as i64;
         let offsets: Vec<i64> = watermarks.iter().map(|w| w.low.max(w.high - prefill)).collect();
         let start = Cursor::new(sluice_sse::stream_fingerprint(topic), offsets);
-        let feed = Self::detached(stream, topic, start.clone(), limits);
-        *feed.initial_high.lock().unwrap_or_else(|e| e.into_inner()) = watermarks.iter().map(|w| w.high).collect();
+        let highs = watermarks.iter().map(|w| w.high).collect();
+        let feed = Self::with_initial_high(stream, topic, start.clone(), highs, limits);
 
         let consumer = kafka.feed_consumer(stream, Arc::downgrade(&feed))?;
         let mut assignment = TopicPartitionList::new();

@@ -49,10 +49,6 @@ impl Hub {
         &self.kafka
     }
 
-    pub fn limits(&self) -> FeedLimits {
-        self.limits
-    }
-
     /// The feed of `stream`, started if needed (concurrent first subscribers share one start).
     pub async fn subscribe(&self, stream: &str, topic: &str) -> Result<FeedLease, GatewayError> {
         loop {

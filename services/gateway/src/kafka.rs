@@ -82,15 +82,22 @@ impl KafkaContext {
         }
     }
 
-    /// Low and high watermark of partitions `0..partitions`.
-    pub async fn watermarks(&self, topic: &str, partitions: usize) -> Result<Vec<Watermarks>, GatewayError> {
+    /// Low and high watermark of each of `partitions`, in that order: one broker round trip
+    /// per partition, so callers ask only for the partitions they need.
+    pub async fn watermarks(
+        &self,
+        topic: &str,
+        partitions: impl IntoIterator<Item = usize>,
+    ) -> Result<Vec<Watermarks>, GatewayError> {
         let admin = self.admin.clone();
         let (topic, timeout) = (topic.to_owned(), self.timeout);
+        let partitions: Vec<usize> = partitions.into_iter().collect();
         tokio::task::spawn_blocking(move || {
-            (0..partitions as i32)
+            partitions
+                .into_iter()
                 .map(|p| {
                     admin
-                        .fetch_watermarks(&topic, p, timeout)
+                        .fetch_watermarks(&topic, p as i32, timeout)
                         .map(|(low, high)| Watermarks { low, high })
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -109,7 +116,7 @@ impl KafkaContext {
         partitions: usize,
         timestamp_ms: i64,
     ) -> Result<Vec<i64>, GatewayError> {
-        let highs = self.watermarks(topic, partitions).await?;
+        let highs = self.watermarks(topic, 0..partitions).await?;
         let admin = self.admin.clone();
         let (name, timeout) = (topic.to_owned(), self.timeout);
         let found = tokio::task::spawn_blocking(move || {

@@ -143,7 +143,6 @@ pub async fn run(
     let limits = FeedLimits {
         ring_events: config.ring_events,
         ring_bytes: config.ring_bytes,
-        inbox_events: config.inbox_events,
     };
     let drain = CancellationToken::new();
     let state = web::Data::new(AppState {
@@ -166,7 +165,12 @@ pub async fn run(
     });
 
     let background = CancellationToken::new();
-    tokio::spawn(watch_kafka(kafka.clone(), readiness.clone(), background.clone()));
+    let (check_kafka, watcher) = (kafka.clone(), readiness.clone());
+    let stop_watching = background.clone();
+    tokio::spawn(async move {
+        let check = || async { check_kafka.check().await };
+        watcher.follow("Kafka", check, stop_watching).await;
+    });
     tokio::spawn(reap_idle_feeds(
         state.clone(),
         config.stream_idle_timeout,
@@ -233,23 +237,6 @@ pub async fn run(
     admin.stop().await;
     tracing::info!("sluice-gateway stopped");
     result.map_err(RunError::Io)
-}
-
-/// Keeps readiness true while Kafka answers metadata requests.
-async fn watch_kafka(kafka: Arc<kafka::KafkaContext>, readiness: Arc<Readiness>, stop: CancellationToken) {
-    loop {
-        match kafka.check().await {
-            Ok(()) => readiness.set_ready(),
-            Err(err) => {
-                tracing::warn!(error = %err, "Kafka does not answer metadata requests");
-                readiness.set_not_ready(format!("Kafka unreachable: {err}"));
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
 }
 
 async fn reap_idle_feeds(state: web::Data<AppState>, idle: Duration, stop: CancellationToken) {
@@ -371,8 +358,9 @@ async fn resolve_start(
         }
         if cursor.offsets.len() < partitions {
             // Partitions added since the cursor was minted start at their earliest offset.
-            let watermarks = kafka.watermarks(&feed.topic, partitions).await?;
-            for (p, w) in watermarks.iter().enumerate().skip(cursor.offsets.len()) {
+            let added = cursor.offsets.len()..partitions;
+            let watermarks = kafka.watermarks(&feed.topic, added.clone()).await?;
+            for (p, w) in added.zip(&watermarks) {
                 cursor.set_next(p, w.low);
             }
         }
@@ -384,7 +372,7 @@ async fn resolve_start(
     let position = match from {
         From::Latest => feed.latest(),
         From::Earliest => {
-            let watermarks = kafka.watermarks(&feed.topic, partitions).await?;
+            let watermarks = kafka.watermarks(&feed.topic, 0..partitions).await?;
             Cursor::new(feed.fingerprint, watermarks.iter().map(|w| w.low).collect())
         }
         From::Since(ms) => Cursor::new(

@@ -436,7 +436,7 @@ impl Subscriber {
             .copied()
             .filter(|&p| self.position.offsets[p] < floor[p])
             .collect();
-        let watermarks = match self.kafka.watermarks(&feed.topic, feed.partitions).await {
+        let watermarks = match self.kafka.watermarks(&feed.topic, behind.iter().copied()).await {
             Ok(w) => w,
             Err(err) => {
                 tracing::warn!(stream = %feed.stream, error = %err, "catch-up cannot read watermarks");
@@ -444,8 +444,8 @@ impl Subscriber {
             }
         };
         let mut lost = Vec::new();
-        for &p in &behind {
-            let low = watermarks[p].low;
+        for (&p, w) in behind.iter().zip(&watermarks) {
+            let low = w.low;
             if self.position.offsets[p] < low {
                 lost.push(serde_json::json!({
                     "partition": p,

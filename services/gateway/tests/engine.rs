@@ -41,7 +41,6 @@ fn subscribe(partitions: usize, filter: Filter) -> Harness {
     let limits = FeedLimits {
         ring_events: 1000,
         ring_bytes: 1 << 20,
-        inbox_events: 16,
     };
     let start = Cursor::new(sluice_sse::stream_fingerprint("t"), vec![0; partitions]);
     let feed = Feed::detached("t", "t", start.clone(), limits);

@@ -42,9 +42,6 @@ use error::IngestError;
 use event::BodyFormat;
 use metrics::{IngestMetrics, StatusLabel};
 
-/// How often readiness re-checks that Kafka answers.
-const READINESS_INTERVAL: Duration = Duration::from_secs(5);
-
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -119,7 +116,12 @@ pub async fn run(
         limits: config.limits.clone(),
         metrics,
     });
-    let readiness_task = tokio::spawn(watch_kafka(producer.clone(), readiness.clone(), metadata_timeout));
+    let stop_watching = CancellationToken::new();
+    let (check_producer, watcher, stop) = (producer.clone(), readiness.clone(), stop_watching.clone());
+    tokio::spawn(async move {
+        let check = || async { check_producer.cluster_metadata(metadata_timeout).await.map(|_| ()) };
+        watcher.follow("Kafka", check, stop).await;
+    });
 
     let workers = if config.workers == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -174,7 +176,7 @@ pub async fn run(
     // Drain: fail readiness first, let in-flight requests finish (each awaits its acks), then
     // flush whatever the producer still holds.
     readiness.set_draining();
-    readiness_task.abort();
+    stop_watching.cancel();
     let result = match served {
         Some(result) => result.map_err(|e| std::io::Error::other(e.to_string())).and_then(|r| r),
         None => {
@@ -194,20 +196,6 @@ pub async fn run(
     admin.stop().await;
     tracing::info!("sluice-ingest stopped");
     result.map_err(RunError::Io)
-}
-
-/// Keeps readiness true while Kafka answers metadata requests.
-async fn watch_kafka(producer: Producer, readiness: Arc<Readiness>, timeout: Duration) {
-    loop {
-        match producer.cluster_metadata(timeout).await {
-            Ok(_) => readiness.set_ready(),
-            Err(err) => {
-                tracing::warn!(error = %err, "Kafka does not answer metadata requests");
-                readiness.set_not_ready(format!("Kafka unreachable: {err}"));
-            }
-        }
-        tokio::time::sleep(READINESS_INTERVAL).await;
-    }
 }
 
 async fn publish_events(

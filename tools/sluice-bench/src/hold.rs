@@ -183,14 +183,30 @@ struct Shared {
     scratch: RefCell<Vec<u8>>,
 }
 
-struct Tally {
-    counts: HolderCounts,
-    gaps: u64,
-    missing_tail: u64,
-    duplicates: u64,
-    unknown_lane: u64,
-    latency: Histogram<u64>,
-    errors: BTreeMap<String, ErrorSample>,
+/// What holders count: one holder's connections, or every holder's merged by the rig.
+#[derive(Debug)]
+pub struct Tally {
+    pub counts: HolderCounts,
+    pub gaps: u64,
+    pub missing_tail: u64,
+    pub duplicates: u64,
+    pub unknown_lane: u64,
+    pub latency: Histogram<u64>,
+    pub errors: BTreeMap<String, ErrorSample>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            counts: HolderCounts::default(),
+            gaps: 0,
+            missing_tail: 0,
+            duplicates: 0,
+            unknown_lane: 0,
+            latency: latency_histogram(),
+            errors: BTreeMap::new(),
+        }
+    }
 }
 
 /// Runs the holder until stopped; the caller provides a current-thread runtime.
@@ -204,15 +220,7 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<()> {
     .into_bytes();
     let shared = Rc::new(Shared {
         request,
-        tally: RefCell::new(Tally {
-            counts: HolderCounts::default(),
-            gaps: 0,
-            missing_tail: 0,
-            duplicates: 0,
-            unknown_lane: 0,
-            latency: latency_histogram(),
-            errors: BTreeMap::new(),
-        }),
+        tally: RefCell::new(Tally::default()),
         scratch: RefCell::new(vec![0; 64 * 1024]),
         args,
     });

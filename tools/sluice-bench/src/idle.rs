@@ -232,13 +232,8 @@ async fn run_inner(args: IdleArgs) -> anyhow::Result<()> {
             results: &result,
         };
         write_json(path, &report)?;
-        eprintln!("results written to {}", path.display());
     }
-    let gateway_output = rig.gateway_output();
     rig.stop().await?;
-    if !gateway_output.ends_with("it printed nothing") {
-        eprintln!("gateway output (warnings and errors){gateway_output}");
-    }
     if result.established == 0 {
         bail!("not one connection was established");
     }

@@ -166,7 +166,6 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
             phases: &phases,
         };
         write_json(path, &report)?;
-        eprintln!("results written to {}", path.display());
     }
 
     if let Some(err) = stack_failure {

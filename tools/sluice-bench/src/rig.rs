@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use hdrhistogram::Histogram;
 use reqwest::header::CONTENT_TYPE;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
@@ -25,10 +24,10 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::time::Instant;
 
 use crate::cli::parse_positive_duration;
-use crate::hold::{add_pairs, ErrorSample, HolderCounts, HolderFinal, HolderMessage};
+use crate::hold::{add_pairs, HolderCounts, HolderFinal, HolderMessage, Tally};
 use crate::machine::Machine;
 use crate::procfs;
-use crate::report::{format_bytes, format_count, latency_histogram};
+use crate::report::{format_bytes, format_count};
 use crate::stack::{free_loopback_ports, sibling_binary, Service};
 
 /// Connections one process can hold: the machine allows 20,000 open files per process, and a
@@ -267,11 +266,12 @@ impl Rig {
     }
 
     /// The gateway's recent output (warnings and errors), for the report.
-    pub fn gateway_output(&self) -> String {
-        self.gateway.tail()
-    }
-
+    /// Stops every service, after showing what the gateway logged (warnings and errors).
     pub async fn stop(self) -> anyhow::Result<()> {
+        let gateway_output = self.gateway.tail();
+        if !gateway_output.ends_with("it printed nothing") {
+            eprintln!("gateway output (warnings and errors){gateway_output}");
+        }
         let gateway = self.gateway.stop().await;
         let ingest = self.ingest.stop().await;
         let broker = self.broker.stop().await;
@@ -466,7 +466,7 @@ impl Fleet {
 
     /// Tells every holder to stop (with the per-lane published counts), collects their final
     /// reports and merges them.
-    pub async fn stop(mut self, published: &[u64]) -> anyhow::Result<FleetResult> {
+    pub async fn stop(mut self, published: &[u64]) -> anyhow::Result<Tally> {
         let command = format!(
             "stop {}\n",
             serde_json::to_string(published).expect("numbers serialise")
@@ -478,7 +478,7 @@ impl Fleet {
                 let _ = stdin.flush().await;
             }
         }
-        let mut merged = FleetResult::default();
+        let mut merged = Tally::default();
         for holder in &mut self.holders {
             let waited = tokio::time::timeout(Duration::from_secs(20), holder.child.wait()).await;
             if waited.is_err() {
@@ -545,33 +545,7 @@ async fn read_stderr(stderr: tokio::process::ChildStderr, state: Arc<Mutex<Holde
     }
 }
 
-/// The holders' final reports, merged.
-#[derive(Debug)]
-pub struct FleetResult {
-    pub counts: HolderCounts,
-    pub gaps: u64,
-    pub missing_tail: u64,
-    pub duplicates: u64,
-    pub unknown_lane: u64,
-    pub latency: Histogram<u64>,
-    pub errors: std::collections::BTreeMap<String, ErrorSample>,
-}
-
-impl Default for FleetResult {
-    fn default() -> Self {
-        Self {
-            counts: HolderCounts::default(),
-            gaps: 0,
-            missing_tail: 0,
-            duplicates: 0,
-            unknown_lane: 0,
-            latency: latency_histogram(),
-            errors: Default::default(),
-        }
-    }
-}
-
-impl FleetResult {
+impl Tally {
     fn absorb(&mut self, last: HolderFinal) {
         self.counts.add(&last.counts);
         self.gaps += last.gaps;
@@ -630,6 +604,7 @@ pub fn header(scenario: &str, machine: &Machine, rig: &Rig, workload: &str) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hold::ErrorSample;
 
     #[test]
     fn splits_connections_evenly() {
@@ -648,7 +623,7 @@ mod tests {
 
     #[test]
     fn merges_final_reports() {
-        let mut merged = FleetResult::default();
+        let mut merged = Tally::default();
         for (gaps, example) in [(2, "first"), (3, "second")] {
             let mut errors = std::collections::BTreeMap::new();
             errors.insert(
