@@ -480,3 +480,74 @@ async fn python_consumer_survives_a_killed_gateway_without_loss_or_duplicates() 
 async fn rust_consumer_survives_a_killed_gateway_without_loss_or_duplicates() {
     survives_a_killed_gateway(Consumer::Rust, "examples-rust-kill").await;
 }
+
+/// The Python consumer's own SSE parser reads every corner of the format as the project's
+/// reference parser (`sluice_sse::Parser`, the model of a browser's `EventSource`) does: line
+/// breaks of every kind split anywhere, id-only checkpoints, `retry:`, comments, a BOM, UTF-8.
+#[test]
+fn python_parser_agrees_with_the_reference_parser() {
+    require("python3", "python3");
+    let streams: [&[u8]; 10] = [
+        b"retry: 1500\n\nid: a1\nevent: count\ndata: x\ndata: y\n\n: heartbeat\n\n",
+        b"event: typed\r\ndata: 1\r\ndata: 2\r\n\r\nid: checkpoint\r\n\r\n",
+        b"event: a\rdata: 1\r\rdata: 2\r\n\r\n",
+        b"\xEF\xBB\xBFdata: bom\n\n\xEF\xBB\xBFdata: not a field\n\n",
+        b"id: 7\ndata: a\n\nid: x\0y\ndata: b\n\nid\ndata: c\n\n",
+        b"retry: 12x\nretry:\nretry: 40\nfoo: bar\nData: no\ndata\n\ndata:  two spaces\n\n",
+        "data: caf\u{e9} \u{1F30A}\n\n".as_bytes(),
+        b"data: a\xFFb\n\ndata: unfinished",
+        b"id: gap-id\nevent: gap\ndata: {\"partitions\":[]}\n\nid: after\n\n",
+        b":only a comment\n\n\n\ndata: last\n\n",
+    ];
+    // Each stream in one chunk, and one byte per chunk (splitting CRLFs and UTF-8 sequences).
+    let cases: Vec<Vec<Vec<u8>>> = streams
+        .iter()
+        .flat_map(|s| [vec![s.to_vec()], s.iter().map(|&b| vec![b]).collect()])
+        .collect();
+
+    let expected: Vec<Value> = cases
+        .iter()
+        .map(|chunks| {
+            let mut parser = sluice_sse::Parser::new();
+            let events: Vec<Value> = chunks
+                .iter()
+                .flat_map(|chunk| parser.feed(chunk))
+                .map(|e| json!([e.id, e.event_type, e.data]))
+                .collect();
+            json!({"events": events, "last_event_id": parser.last_event_id(), "retry": parser.retry_ms()})
+        })
+        .collect();
+
+    let driver = r#"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from sluice_consumer import SseParser
+results = []
+for chunks in json.load(sys.stdin):
+    parser = SseParser()
+    events = [list(e) for chunk in chunks for e in parser.feed(bytes(chunk))]
+    results.append({"events": events, "last_event_id": parser.last_event_id or None, "retry": parser.retry_ms})
+print(json.dumps(results))
+"#;
+    let mut python = std::process::Command::new("python3")
+        .args(["-c", driver, &examples_dir().join("python").display().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = serde_json::to_vec(&cases).unwrap();
+    std::io::Write::write_all(&mut python.stdin.take().unwrap(), &input).unwrap();
+    let output = python.wait_with_output().unwrap();
+    assert!(output.status.success(), "the Python driver failed");
+    let got: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(got.len(), expected.len());
+    for ((got, expected), chunks) in got.iter().zip(&expected).zip(&cases) {
+        assert_eq!(
+            got,
+            expected,
+            "stream {:?} in {} chunks",
+            String::from_utf8_lossy(&chunks.concat()),
+            chunks.len()
+        );
+    }
+}
