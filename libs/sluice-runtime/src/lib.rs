@@ -8,11 +8,13 @@
 //! - [`net`]: binding listeners with a deep accept backlog.
 //! - [`service`]: the shared `main` (flags, logging, listeners, signals, exit codes).
 //! - [`error`]: the JSON error body every HTTP API answers with.
+//! - [`cors`]: which web origins may call the APIs from a browser (`--allow-origins`).
 //!
 //! Nothing here knows about Kafka or SSE.
 
 pub mod admin;
 pub mod cli;
+pub mod cors;
 pub mod error;
 pub mod logging;
 pub mod net;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sluice_kafka::{KafkaArgs, ProducerSettings, StreamArgs, StreamCatalog};
 use sluice_runtime::cli::parse_duration;
+use sluice_runtime::cors::{CorsArgs, CorsPolicy};
 use sluice_runtime::logging::LogArgs;
 
 /// HTTP → Kafka: publishes events to Kafka and answers only once Kafka has them.
@@ -54,6 +55,9 @@ pub struct IngestConfig {
     /// backlog until one closes (ingest requests are short, so this bounds memory, not load).
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 25_000)]
     pub max_connections: usize,
+
+    #[command(flatten)]
+    pub cors: CorsArgs,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -128,6 +132,7 @@ impl IngestConfig {
             shutdown_timeout: Duration::from_secs(30),
             workers: 0,
             max_connections: 25_000,
+            cors: CorsArgs::default(),
             log: LogArgs {
                 format: sluice_runtime::logging::LogFormat::Human,
                 filter: "info".into(),
@@ -138,6 +143,7 @@ impl IngestConfig {
     /// Checks everything that can be checked without connecting. The message names the flag.
     pub fn validate(&self) -> Result<StreamCatalog, String> {
         self.kafka.validate().map_err(|e| e.to_string())?;
+        CorsPolicy::new(&self.cors)?;
         self.kafka.refuse(&FLAG_CONTROLLED).map_err(|e| e.to_string())?;
         let catalog = StreamCatalog::new(&self.streams)?;
         let l = &self.limits;

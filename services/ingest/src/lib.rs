@@ -128,10 +128,13 @@ pub async fn run(
     } else {
         config.workers
     };
+    let cors =
+        sluice_runtime::cors::Cors::new(sluice_runtime::cors::CorsPolicy::new(&config.cors).map_err(RunError::Config)?);
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .wrap(cors.clone())
             .app_data(web::PayloadConfig::new(app_state.limits.max_body_bytes))
             .wrap_fn(|request, service| {
                 let metrics = request.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
