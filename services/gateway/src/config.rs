@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sluice_kafka::{KafkaArgs, StreamArgs, StreamCatalog};
 use sluice_runtime::cli::parse_duration;
+use sluice_runtime::cors::{CorsArgs, CorsPolicy};
 use sluice_runtime::logging::{LogArgs, LogFormat};
 
 /// Kafka → Server-Sent Events: streams topics to clients, with offset cursors as event ids.
@@ -89,6 +90,18 @@ pub struct GatewayConfig {
     pub workers: usize,
 
     #[command(flatten)]
+    pub cors: CorsArgs,
+
+    /// Serve the demo page at `/`: a live view of a stream, for local development only. Never
+    /// enable it on a production gateway.
+    #[arg(long, env = "SLUICE_DEMO_PAGE")]
+    pub demo_page: bool,
+
+    /// What the demo page links to (ingest, the other gateways); set by the dev stack in code.
+    #[arg(skip)]
+    pub demo: crate::demo::DemoSettings,
+
+    #[command(flatten)]
     pub log: LogArgs,
 }
 
@@ -125,6 +138,9 @@ impl GatewayConfig {
             consumer_lag_interval: Duration::from_secs(10),
             kafka_timeout: Duration::from_secs(5),
             workers: 0,
+            cors: CorsArgs::default(),
+            demo_page: false,
+            demo: Default::default(),
             log: LogArgs {
                 format: LogFormat::Human,
                 filter: "info".into(),
@@ -135,6 +151,7 @@ impl GatewayConfig {
     /// Checks everything that can be checked without connecting. The message names the flag.
     pub fn validate(&self) -> Result<StreamCatalog, String> {
         self.kafka.validate().map_err(|e| e.to_string())?;
+        CorsPolicy::new(&self.cors)?;
         self.kafka.refuse(&FLAG_CONTROLLED).map_err(|e| e.to_string())?;
         let catalog = StreamCatalog::new(&self.streams)?;
         sluice_runtime::cli::require_positive(&[

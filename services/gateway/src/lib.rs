@@ -13,6 +13,7 @@
 //!   get 503, open streams are closed spread over the drain window with a jittered `retry:`.
 
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod feed;
 pub mod hub;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use prometheus_client::registry::Registry;
 use sluice_kafka::StreamCatalog;
+use sluice_runtime::cors::CorsPolicy;
 use sluice_runtime::{AdminServer, CancellationToken, Readiness};
 use sluice_sse::Cursor;
 
@@ -182,12 +184,19 @@ pub async fn run(
     } else {
         config.workers
     };
+    let cors = sluice_runtime::cors::Cors::new(CorsPolicy::new(&config.cors).map_err(RunError::Config)?);
+    let demo_page = config.demo_page.then(|| web::Data::new(config.demo.render()));
     let app_state = state.clone();
     let server = HttpServer::new(move || {
-        App::new()
+        let app = App::new()
             .app_data(app_state.clone())
-            .route("/v1/streams/{stream}", web::get().to(stream_events))
-            .default_service(web::to(sluice_runtime::error::not_found))
+            .wrap(cors.clone())
+            .route("/v1/streams/{stream}", web::get().to(stream_events));
+        let app = match &demo_page {
+            Some(page) => app.app_data(page.clone()).route("/", web::get().to(demo::page)),
+            None => app,
+        };
+        app.default_service(web::to(sluice_runtime::error::not_found))
     })
     .on_connect(|connection, extensions| {
         if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {

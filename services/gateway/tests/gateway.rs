@@ -639,3 +639,84 @@ async fn reports_consumer_lag_per_partition() {
     }
     gateway.stop(WAIT).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_origins_get_cors_headers_on_streams_and_preflights() {
+    let fx = Fixture::start().await;
+    let topic = fx.topic(1).await;
+    let gateway = fx
+        .gateway(|c| c.cors.allow_origins = vec!["http://app.test".into()])
+        .await;
+    let url = gateway.url(&format!("/v1/streams/{topic}?from=earliest"));
+    let allowed = fx
+        .http
+        .get(&url)
+        .header("origin", "http://app.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "http://app.test");
+    assert_eq!(allowed.headers()["content-type"], "text/event-stream");
+    drop(allowed);
+
+    let other = fx
+        .http
+        .get(&url)
+        .header("origin", "http://evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    drop(other);
+
+    // An EventSource resuming cross-origin may be preflighted for Last-Event-ID.
+    let preflight = fx
+        .http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "http://app.test")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "last-event-id")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(preflight.headers()["access-control-allow-headers"], "last-event-id");
+
+    // Errors carry the header too, so a page can read why it was refused.
+    let bad = fx
+        .http
+        .get(gateway.url(&format!("/v1/streams/{topic}?from=sometime")))
+        .header("origin", "http://app.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.headers()["access-control-allow-origin"], "http://app.test");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_is_served_only_when_enabled() {
+    let fx = Fixture::start().await;
+    let plain = fx.gateway(|_| {}).await;
+    let response = fx.http.get(plain.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), 404, "a production gateway serves only the API");
+
+    let demo = fx
+        .gateway(|c| {
+            c.demo_page = true;
+            c.demo.stream = "orders".into();
+        })
+        .await;
+    let response = fx.http.get(demo.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains(r#"const INJECTED = {"stream":"orders""#),
+        "settings injected"
+    );
+}
