@@ -2,18 +2,25 @@
 //!
 //! Starts librdkafka's mock cluster (a real Kafka-protocol broker, in memory), the ingest
 //! service and `--gateways N` gateways on it, prints `KAFKA_BOOTSTRAP=…` so other processes can
-//! join, and ready-to-paste `curl` commands. `--broker-only` runs just the broker. Data is lost
-//! when it exits.
+//! join, and ready-to-paste `curl` commands. The gateways serve the demo page at `/`, both
+//! services accept cross-origin browser requests from any origin, and a sample `ticker` stream
+//! is published (see [`ticker`]). `--broker-only` runs just the broker. Data is lost when it
+//! exits.
+
+mod ticker;
 
 use std::net::SocketAddr;
 
 use clap::Parser;
 use std::time::Duration;
 
+use sluice_gateway::demo::DemoSettings;
 use sluice_gateway::GatewayConfig;
 use sluice_ingest::IngestConfig;
 use sluice_kafka::embedded::EmbeddedBroker;
-use sluice_runtime::cli::{config_error, parse_or_exit};
+use sluice_kafka::{KafkaArgs, Producer};
+use sluice_runtime::cli::{config_error, parse_duration, parse_or_exit};
+use sluice_runtime::cors::CorsArgs;
 use sluice_runtime::logging::LogArgs;
 
 /// Sluice's dev stack: an embedded Kafka-protocol broker plus ingest, in one process.
@@ -48,6 +55,14 @@ struct DevConfig {
     #[arg(long, env = "SLUICE_DEV_GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:9080")]
     gateway_admin_listen: SocketAddr,
 
+    /// The sample stream published while the stack runs (shown first by the demo page).
+    #[arg(long, env = "SLUICE_DEV_TICKER_STREAM", default_value = "ticker")]
+    ticker_stream: String,
+
+    /// Interval between sample ticks; 0 publishes none.
+    #[arg(long, env = "SLUICE_DEV_TICKER_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    ticker_interval: Duration,
+
     #[command(flatten)]
     log: LogArgs,
 }
@@ -74,10 +89,16 @@ async fn main() {
         return;
     }
 
+    // Dev only: pages on any origin may call both services (the demo page switches gateways
+    // and publishes to ingest, each another origin).
+    let open_cors = CorsArgs {
+        allow_origins: vec!["*".into()],
+    };
     let mut ingest = IngestConfig::for_brokers(&bootstrap);
     ingest.listen = config.ingest_listen;
     ingest.admin_listen = config.ingest_admin_listen;
     ingest.log = config.log.clone();
+    ingest.cors = open_cors.clone();
     ingest.shutdown_timeout = Duration::from_secs(5);
     let listener = bind_or_exit(ingest.listen, "--ingest-listen");
     let admin = bind_or_exit(ingest.admin_listen, "--ingest-admin-listen");
@@ -92,25 +113,38 @@ async fn main() {
             .await
             .map_err(|e| format!("ingest: {e}"))
     });
-    let mut gateway_urls = Vec::new();
-    for i in 0..config.gateways {
+
+    // Every gateway is bound before any starts, so each demo page can link to all of them.
+    let gateways: Vec<_> = (0..config.gateways)
+        .map(|i| {
+            let listener = bind_or_exit(offset_port(config.gateway_listen, i), "--gateway-listen");
+            let admin = bind_or_exit(offset_port(config.gateway_admin_listen, i), "--gateway-admin-listen");
+            (listener, admin)
+        })
+        .collect();
+    let gateway_urls: Vec<String> = gateways
+        .iter()
+        .map(|(listener, _)| format!("http://{}", listener.local_addr().expect("bound address")))
+        .collect();
+    let demo = DemoSettings {
+        stream: config.ticker_stream.clone(),
+        ingest_url: Some(format!("http://{ingest_addr}")),
+        gateways: gateway_urls.clone(),
+    };
+    for (i, (listener, admin)) in gateways.into_iter().enumerate() {
         let mut gateway = GatewayConfig::for_brokers(&bootstrap);
-        gateway.listen = offset_port(config.gateway_listen, i);
-        gateway.admin_listen = offset_port(config.gateway_admin_listen, i);
+        gateway.listen = listener.local_addr().expect("bound address");
+        gateway.admin_listen = admin.local_addr().expect("bound address");
         gateway.log = config.log.clone();
         gateway.drain_window = Duration::from_secs(2);
+        gateway.cors = open_cors.clone();
+        gateway.demo_page = true;
+        gateway.demo = demo.clone();
         // The embedded broker answers an empty fetch only after the full wait, even when data
         // arrives meanwhile; a short wait keeps the dev stack's latency low.
         gateway.kafka.config.push("fetch.wait.max.ms=5".into());
-        let listener = bind_or_exit(gateway.listen, "--gateway-listen");
-        let admin = bind_or_exit(gateway.admin_listen, "--gateway-admin-listen");
-        let url = format!("http://{}", listener.local_addr().expect("bound address"));
-        println!("GATEWAY_URL={url}");
-        println!(
-            "GATEWAY_ADMIN_URL=http://{}",
-            admin.local_addr().expect("bound address")
-        );
-        gateway_urls.push(url);
+        println!("GATEWAY_URL={}", gateway_urls[i]);
+        println!("GATEWAY_ADMIN_URL=http://{}", gateway.admin_listen);
         let gateway_shutdown = shutdown.clone();
         services.spawn(async move {
             sluice_gateway::run(gateway, listener, admin, gateway_shutdown)
@@ -118,7 +152,22 @@ async fn main() {
                 .map_err(|e| format!("gateway {i}: {e}"))
         });
     }
-    print_examples(&ingest_addr.to_string(), &gateway_urls);
+
+    if !config.ticker_interval.is_zero() {
+        let settings = IngestConfig::for_brokers(&bootstrap).producer_settings();
+        match Producer::new(&KafkaArgs::new(&bootstrap), settings) {
+            Ok(producer) => {
+                tokio::spawn(ticker::run(
+                    producer,
+                    config.ticker_stream.clone(),
+                    config.ticker_interval,
+                    shutdown.clone(),
+                ));
+            }
+            Err(err) => eprintln!("sluice-dev: the sample ticker is off: {err}"),
+        }
+    }
+    print_examples(&ingest_addr.to_string(), &gateway_urls, &config.ticker_stream);
 
     let mut failed = false;
     while let Some(result) = services.join_next().await {
@@ -146,11 +195,15 @@ fn offset_port(mut addr: SocketAddr, by: u16) -> SocketAddr {
     addr
 }
 
-fn print_examples(ingest: &str, gateways: &[String]) {
+fn print_examples(ingest: &str, gateways: &[String], ticker: &str) {
     let gateway = gateways.first().map_or("http://127.0.0.1:8080", String::as_str);
     println!(
         r#"
 Sluice dev stack is up (embedded broker; data lives in memory until you stop it).
+
+Open the demo page in a browser (a live view of the `{ticker}` stream, a publish form,
+and buttons that drop the connection or switch gateway to show a resume):
+  {gateway}/
 
 Watch a stream (from the beginning; Ctrl-C and re-run with -H 'Last-Event-ID: <id>' to resume):
   curl -N '{gateway}/v1/streams/demo?from=earliest'
