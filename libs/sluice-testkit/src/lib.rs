@@ -9,9 +9,14 @@
 //!   stdout lines and signals.
 //! - [`sse::SseStream`]: a real HTTP SSE client, parsing like a browser's `EventSource`.
 //! - [`wait::eventually`]: wait for a condition with a deadline — never a sleep.
+//! - [`browser::Browser`]: a real headless Chromium page, for the browser-facing tests.
+//! - [`proxy::RoundRobinProxy`]: an ingress stand-in — round robin, no stickiness — that records
+//!   the requests passing through.
 
+pub mod browser;
 pub mod kafka;
 pub mod process;
+pub mod proxy;
 pub mod service;
 pub mod sse;
 pub mod wait;
