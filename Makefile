@@ -24,6 +24,7 @@ release: ## Build every binary (release)
 test: build ## Run every test: unit, service and end-to-end (embedded broker; SLUICE_TEST_KAFKA_BROKERS=host:port for a real one), then the Kubernetes checks
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory test-k8s
+	$(MAKE) --no-print-directory test-compose
 
 # Python tools for the Kubernetes checks, in a virtualenv under target/ (installed once).
 PY_ENV := target/py
@@ -37,6 +38,32 @@ $(PY):
 test-k8s: build $(PY) ## Lint and render the Helm chart and k8s/ manifests, validate them against Kubernetes schemas and check them against the binaries
 	SLUICE_BIN_DIR=target/debug $(PY) tests/k8s/check_manifests.py
 	@if [ -f tests/k8s/check_chart.py ]; then SLUICE_BIN_DIR=target/debug $(PY) tests/k8s/check_chart.py; fi
+
+.PHONY: test-compose
+test-compose: build $(PY) ## Check docker-compose.yml, the Dockerfile and deploy/compose/ without Docker (env names against --help, ports, nginx SSE settings, Prometheus targets)
+	SLUICE_BIN_DIR=target/debug $(PY) tests/compose/check_compose.py
+
+# The local stack with Apache Kafka in Docker (docker-compose.yml, docs/compose.md).
+COMPOSE ?= docker compose
+define need_docker
+	@docker info >/dev/null 2>&1 || { echo "make $@: no Docker engine answers (docker info failed); start Docker and retry" >&2; exit 1; }
+	@$(COMPOSE) version >/dev/null 2>&1 || { echo "make $@: Docker Compose v2 not found ($(COMPOSE) version failed)" >&2; exit 1; }
+endef
+
+.PHONY: up
+up: ## Build the images and run the stack with Apache Kafka in Docker: nginx :8080, ingest :8090, Prometheus :9095, Kafka :9092
+	$(need_docker)
+	$(COMPOSE) up --build --wait
+	@echo "SLUICE_URL=http://127.0.0.1:8080          (nginx: GET /v1/streams/{stream} → gateways, POST /v1/streams/{stream}/events → ingest)"
+	@echo "INGEST_URL=http://127.0.0.1:8090          (ingest, direct)"
+	@echo "PROMETHEUS_URL=http://127.0.0.1:9095"
+	@echo "KAFKA_BOOTSTRAP=localhost:9092            (producers on this host)"
+	@echo "Streams: demo, ticker. Try: curl -N http://127.0.0.1:8080/v1/streams/demo  (docs/compose.md)"
+
+.PHONY: down
+down: ## Stop the Docker stack and delete its data (volumes included)
+	$(need_docker)
+	$(COMPOSE) down -v
 
 .PHONY: test-testcontainers
 test-testcontainers: build ## Run the tests against Apache Kafka started by testcontainers (needs a Docker engine)
