@@ -9,6 +9,7 @@
 //!    "Drop connection" and "Switch gateway" resume without a skipped or repeated tick, the
 //!    publish form goes through ingest, and event content is shown as text, never as HTML.
 //!    Its screenshot is saved under `target/browser/` (a CI artifact).
+//! 3. `examples/browser/index.html` resumes after a reload from the cursor it stored.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -53,6 +54,32 @@ async fn received_seqs(browser: &mut Browser) -> Vec<u64> {
 async fn wait_for_test_events(browser: &mut Browser, count: usize) {
     let expr = format!("window.sluiceDemo.received.filter(e => e.type === 'test').length >= {count}");
     browser.wait_for(&expr, WAIT).await.unwrap();
+}
+
+/// `sluice-dev` on free ports with `extra` flags; returns it, ingest's address and the first
+/// gateway's. Gateway i listens on the first port + i (the race with other binders is accepted).
+async fn dev_stack(extra: &[&str]) -> (Child, SocketAddr, SocketAddr) {
+    let (ingest, ingest_admin) = (free_local_addr(), free_local_addr());
+    let (gateway, gateway_admin) = (free_local_addr(), free_local_addr());
+    let mut args = vec![
+        format!("--ingest-listen={ingest}"),
+        format!("--ingest-admin-listen={ingest_admin}"),
+        format!("--gateway-listen={gateway}"),
+        format!("--gateway-admin-listen={gateway_admin}"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let dev = Child::spawn("sluice-dev", &args, &[]).unwrap();
+    assert_eq!(
+        dev.wait_for_line("GATEWAY_URL=", WAIT).await.unwrap(),
+        format!("http://{gateway}")
+    );
+    sluice_testkit::eventually("the dev stack's gateway to be ready", WAIT, || async {
+        let response = reqwest::get(format!("http://{gateway_admin}/readyz")).await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await
+    .unwrap();
+    (dev, ingest, gateway)
 }
 
 fn screenshot_path(name: &str) -> std::path::PathBuf {
@@ -140,25 +167,8 @@ async fn browser_resumes_on_the_other_gateway_after_a_kill_with_every_event_exac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_page_moves_resumes_across_drop_and_switch_and_shows_content_as_text() {
-    let (ingest, ingest_admin) = (free_local_addr(), free_local_addr());
-    let (gateway, gateway_admin) = (free_local_addr(), free_local_addr());
-    // Gateway i listens on the first port + i: find two consecutive free ports by asking for
-    // the first and trusting the next (the race with other binders is accepted, as elsewhere).
-    let dev = Child::spawn(
-        "sluice-dev",
-        &[
-            format!("--ingest-listen={ingest}"),
-            format!("--ingest-admin-listen={ingest_admin}"),
-            format!("--gateway-listen={gateway}"),
-            format!("--gateway-admin-listen={gateway_admin}"),
-            "--gateways=2".into(),
-            "--ticker-interval=50ms".into(),
-        ],
-        &[],
-    )
-    .unwrap();
-    let first = dev.wait_for_line("GATEWAY_URL=", WAIT).await.unwrap();
-    assert_eq!(first, format!("http://{gateway}"));
+    let (_dev, _ingest, gateway) = dev_stack(&["--gateways=2", "--ticker-interval=50ms"]).await;
+    let first = format!("http://{gateway}");
     let mut browser = Browser::launch().await.unwrap();
     browser.open(&format!("{first}/")).await.unwrap();
 
@@ -245,5 +255,32 @@ async fn demo_page_moves_resumes_across_drop_and_switch_and_shows_content_as_tex
 
     assert_eq!(browser.page_errors().await.unwrap(), Vec::<String>::new());
     browser.screenshot(&screenshot_path("demo.png")).await.unwrap();
+    browser.quit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_example_resumes_after_a_reload_from_its_stored_cursor() {
+    let (_dev, ingest, gateway) = dev_stack(&["--ticker-interval=0"]).await;
+    let stream = "browser-example";
+    publish(ingest, stream, 0..5).await;
+    let page = workspace_root().join("examples/browser/index.html");
+    let url = format!(
+        "file://{}?gateway=http://{gateway}&stream={stream}&types=test",
+        page.display()
+    );
+    let mut browser = Browser::launch().await.unwrap();
+    let seqs = "window.example.received.filter(e => e.type === 'test').map(e => JSON.parse(e.data).seq)";
+
+    browser.open(&url).await.unwrap();
+    browser.wait_for(&format!("{seqs}.length >= 5"), WAIT).await.unwrap();
+    assert_eq!(browser.eval(seqs).await.unwrap(), json!([0, 1, 2, 3, 4]));
+
+    // A reload starts a new EventSource: the page resumes from the id it stored, so it shows
+    // only what came after — nothing again, nothing skipped.
+    browser.open(&url).await.unwrap();
+    publish(ingest, stream, 5..8).await;
+    browser.wait_for(&format!("{seqs}.length >= 3"), WAIT).await.unwrap();
+    assert_eq!(browser.eval(seqs).await.unwrap(), json!([5, 6, 7]));
+    assert_eq!(browser.page_errors().await.unwrap(), Vec::<String>::new());
     browser.quit().await.unwrap();
 }
