@@ -4,6 +4,10 @@
 //! `[A-Za-z0-9._-]{1,249}` (Kafka's own topic-name rule). The allow-list is a comma-separated
 //! list of names and globs (`*` matches any run of characters, `?` one character), matched
 //! against stream names; the default `*` exposes every topic under the prefix.
+//!
+//! Topics whose names start with `__` are Kafka's and its tools' internals (`__consumer_offsets`,
+//! `__transaction_state`, …): a glob never reaches them; only a pattern that itself starts with
+//! `__` can.
 
 use std::fmt;
 
@@ -74,9 +78,11 @@ impl StreamCatalog {
         if !is_valid_name(stream) || self.prefix.len() + stream.len() > MAX_STREAM_NAME {
             return Err(StreamError::InvalidName(stream.to_owned()));
         }
+        let internal = format!("{}{stream}", self.prefix).starts_with("__");
         if !self
             .patterns
             .iter()
+            .filter(|p| !internal || p.starts_with("__"))
             .any(|p| glob_match(p.as_bytes(), stream.as_bytes()))
         {
             return Err(StreamError::NotAllowed(stream.to_owned()));
@@ -154,6 +160,18 @@ mod tests {
         assert_eq!(c.topic_for("user-12"), Err(StreamError::NotAllowed("user-12".into())));
         assert_eq!(c.topic_for("pricesx"), Err(StreamError::NotAllowed("pricesx".into())));
         assert_eq!(c.topic_for("orders"), Err(StreamError::NotAllowed("orders".into())));
+    }
+
+    #[test]
+    fn kafka_internal_topics_are_reached_only_by_name() {
+        let open = catalog("", &["*"]);
+        for internal in ["__consumer_offsets", "__transaction_state"] {
+            assert_eq!(open.topic_for(internal), Err(StreamError::NotAllowed(internal.into())));
+        }
+        assert!(catalog("", &["*", "__audit"]).topic_for("__audit").is_ok());
+        assert!(catalog("", &["__*"]).topic_for("__audit").is_ok());
+        assert!(catalog("_", &["*"]).topic_for("_x").is_err(), "the prefix counts");
+        assert!(open.topic_for("_single").is_ok());
     }
 
     #[test]
