@@ -21,10 +21,14 @@ release: ## Build every binary (release)
 	$(CARGO) build --release --workspace --bins
 
 .PHONY: test
-test: build ## Run every test: unit, service and end-to-end (embedded broker; SLUICE_TEST_KAFKA_BROKERS=host:port for a real one), then the Kubernetes checks
+test: build test-deps ## Run every test: unit, service, end-to-end and real-browser (embedded broker; SLUICE_TEST_KAFKA_BROKERS=host:port for a real one), then the Kubernetes and Compose checks
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory test-k8s
 	$(MAKE) --no-print-directory test-compose
+
+.PHONY: test-deps
+test-deps: ## Install what the tests run besides cargo: Debian's chromium, Node.js, curl, python3 (apt) and npm's playwright-core
+	bash tests/install-deps.sh
 
 # Python tools for the Kubernetes checks, in a virtualenv under target/ (installed once).
 PY_ENV := target/py
