@@ -105,12 +105,13 @@ bench-catchup: bench-build ## Catch-up: one client resuming 1,000,000 events beh
 	$(BENCH) catchup --publish-via kafka --json $(BENCH_DIR)/catchup.json $(ARGS)
 
 .PHONY: bench-baseline
-bench-baseline: bench-build ## Baseline: idle and fan-out against a bare tokio SSE server, the machine's floor for the ratios
+bench-baseline: bench-build ## Baseline: idle, fan-out and the 5,000 x 10/s latency point against a bare tokio SSE server, the floor for the ratios
 	$(BENCH) idle --server baseline --json $(BENCH_DIR)/baseline-idle.json $(ARGS)
 	$(BENCH) fanout --server baseline --json $(BENCH_DIR)/baseline-fanout.json $(ARGS)
+	$(BENCH) latency --server baseline --connections 5000 --rate 10 --duration 10s --json $(BENCH_DIR)/baseline-latency-sweep-10.json $(ARGS)
 
 .PHONY: bench-all
-bench-all: bench-baseline bench-idle bench-fanout bench-latency bench-latency-aim bench-latency-sweep bench-keyed bench-reconnect bench-catchup ## Every gateway scenario at full size, then BENCHMARKS.md (about 15 minutes)
+bench-all: bench-baseline bench-idle bench-fanout bench-latency bench-latency-aim bench-latency-sweep bench-keyed bench-reconnect bench-catchup bench-ingest ## Every scenario at full size, then BENCHMARKS.md (about 15 minutes)
 	$(MAKE) --no-print-directory bench-report
 
 .PHONY: bench-report

@@ -149,11 +149,11 @@ impl Verdict {
     }
 }
 
-/// A markdown table.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+/// A markdown table; columns from `numbers_from` on hold numbers and are right-aligned.
+fn table(headers: &[&str], numbers_from: usize, rows: &[Vec<String>]) -> String {
     let mut out = format!("| {} |\n|", headers.join(" | "));
     for (index, _) in headers.iter().enumerate() {
-        out.push_str(if index == 0 { "---|" } else { "---:|" });
+        out.push_str(if index < numbers_from { "---|" } else { "---:|" });
     }
     out.push('\n');
     for row in rows {
@@ -187,7 +187,7 @@ fn machine(results: &Results) -> String {
             format!("{} {} ({})", text("os"), text("kernel"), text("arch")),
         ],
     ];
-    table(&["", ""], &rows)
+    table(&["", ""], 2, &rows)
 }
 
 fn load(document: &Value, key: &str) -> String {
@@ -203,8 +203,10 @@ fn load(document: &Value, key: &str) -> String {
 }
 
 fn runs(results: &Results) -> String {
-    let rows: Vec<Vec<String>> = results
-        .iter()
+    let mut ordered: Vec<(&String, &Value)> = results.iter().collect();
+    ordered.sort_by_key(|(name, document)| report_order(name, document));
+    let rows: Vec<Vec<String>> = ordered
+        .into_iter()
         .map(|(name, document)| {
             vec![
                 name.clone(),
@@ -216,6 +218,7 @@ fn runs(results: &Results) -> String {
         .collect();
     table(
         &["result", "command", "load avg at start (1/5/15 min)", "at end"],
+        4,
         &rows,
     )
 }
@@ -235,6 +238,35 @@ pub fn best_sweep_rate(results: &Results) -> Option<(f64, f64)> {
             (p99 <= LATENCY_AIM_US && clean).then_some((rate, p99))
         })
         .max_by(|a, b| a.0.total_cmp(&b.0))
+}
+
+/// What the latency sweep found, as a clause for the aims table.
+fn sweep_summary(results: &Results, best: Option<(f64, f64)>) -> String {
+    if let Some((rate, p99)) = best {
+        return format!(
+            "; p99 ≤ 20 ms held up to {} events/s × 5,000 ({})",
+            format_rate(rate),
+            format_micros(p99 as u64)
+        );
+    }
+    let lowest = results
+        .iter()
+        .filter(|(name, _)| name.starts_with("latency-sweep-"))
+        .filter_map(|(_, document)| {
+            Some((
+                num(document, "settings.rate")?,
+                num(document, "results.latency.p99_us")?,
+            ))
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0));
+    match lowest {
+        Some((rate, p99)) => format!(
+            "; in the sweep p99 ≤ 20 ms held at no rate, down to {} events/s × 5,000 (p99 {})",
+            format_rate(rate),
+            format_micros(p99 as u64)
+        ),
+        None => String::new(),
+    }
 }
 
 /// Zero gaps and duplicates, by sequence and by cursor, in a document's results.
@@ -308,11 +340,7 @@ fn aims(results: &Results) -> String {
                 "p99 {}, {} of the expected deliveries arrived{}",
                 format_micros(p99 as u64),
                 delivered.map_or("?".to_owned(), |share| format!("{:.1} %", share * 100.0)),
-                best.map_or(String::new(), |(rate, p99)| format!(
-                    "; p99 ≤ 20 ms held up to {} events/s × 5,000 ({})",
-                    format_rate(rate),
-                    format_micros(p99 as u64)
-                ))
+                sweep_summary(results, best)
             )
         })),
         Verdict::from_check(p99.map(|p99| p99 <= LATENCY_AIM_US && aim.and_then(clean).unwrap_or(false)))
@@ -357,7 +385,7 @@ fn aims(results: &Results) -> String {
             .label()
             .to_owned(),
     ]);
-    table(&["aim", "measured", ""], &rows)
+    table(&["aim", "measured", ""], 3, &rows)
 }
 
 /// One row: a label and a value formatted from a number at `path`, if present.
@@ -383,18 +411,29 @@ fn scenario_tables(results: &Results) -> String {
     };
     let two = |value: f64| format!("{value:.2}");
     let mut out = String::new();
-    for (name, document) in results {
+    let mut ordered: Vec<(&String, &Value)> = results.iter().collect();
+    ordered.sort_by_key(|(name, document)| report_order(name, document));
+    for (name, document) in ordered {
         let scenario = document.get("scenario").and_then(Value::as_str).unwrap_or("");
+        if scenario == "ingest" {
+            out.push_str(&ingest_table(name, document));
+            continue;
+        }
         let rows: Vec<Vec<String>> = match scenario {
             "idle" => vec![
                 row(document, "connections established", "results.established", count),
                 row(
                     document,
-                    "gateway RSS baseline",
+                    "server RSS before the connections",
                     "results.gateway_rss_baseline_bytes",
                     bytes,
                 ),
-                row(document, "gateway RSS held", "results.gateway_rss_held_bytes", bytes),
+                row(
+                    document,
+                    "server RSS with the connections held",
+                    "results.gateway_rss_held_bytes",
+                    bytes,
+                ),
                 row(
                     document,
                     "user memory per connection",
@@ -429,7 +468,8 @@ fn scenario_tables(results: &Results) -> String {
                 row(document, "deliveries/s", "results.deliveries_per_sec", format_rate),
                 row(document, "gaps", "results.gaps", count),
                 row(document, "duplicates", "results.duplicates", count),
-                row(document, "cursor gaps / duplicates", "results.cursor_gaps", count),
+                row(document, "gaps (cursor)", "results.cursor_gaps", count),
+                row(document, "duplicates (cursor)", "results.cursor_duplicates", count),
                 row(document, "misrouted (keyed)", "results.misrouted", count),
                 row(
                     document,
@@ -472,7 +512,7 @@ fn scenario_tables(results: &Results) -> String {
                 row(document, "outage per client p99", "results.outage.p99_us", micros),
                 row(document, "events replayed", "results.replayed", count),
                 row(document, "replayed events/s", "results.replayed_per_sec", format_rate),
-                row(document, "gaps / duplicates (sequence)", "results.gaps", count),
+                row(document, "gaps (sequence)", "results.gaps", count),
                 row(document, "duplicates (sequence)", "results.duplicates", count),
                 row(document, "gaps (cursor)", "results.cursor_gaps", count),
                 row(document, "duplicates (cursor)", "results.cursor_duplicates", count),
@@ -513,18 +553,84 @@ fn scenario_tables(results: &Results) -> String {
                     "results.gateway_cpu_secs_catchup",
                     two,
                 ),
+                row(
+                    document,
+                    "broker CPU-s during the catch-up",
+                    "results.broker_cpu_secs_catchup",
+                    two,
+                ),
+                row(
+                    document,
+                    "client CPU-s during the catch-up",
+                    "results.client_cpu_secs_catchup",
+                    two,
+                ),
             ],
             _ => continue,
         };
+        // Each figure only where it means something: key routing for keyed streams, cursor
+        // accounting for whole streams.
+        let keyed = scenario == "keyed";
+        let rows: Vec<Vec<String>> = rows
+            .into_iter()
+            .filter(|row| match row[0].as_str() {
+                "misrouted (keyed)" | "server CPU-s per 1M events published" => keyed,
+                "gaps (cursor)" | "duplicates (cursor)" => !keyed,
+                _ => true,
+            })
+            .collect();
         let server = document.get("server").and_then(Value::as_str).unwrap_or("gateway");
         out.push_str(&format!(
             "### `{name}` ({scenario}, {server})\n\n`{}`\n\n",
             document.get("command").and_then(Value::as_str).unwrap_or("?")
         ));
-        out.push_str(&table(&["measure", "value"], &rows));
+        out.push_str(&table(&["measure", "value"], 1, &rows));
         out.push('\n');
     }
     out.trim_end().to_owned()
+}
+
+/// Where a result goes in the document: gateway scenarios in the order of the aims, sweeps by
+/// rate, then the baselines, then ingest.
+fn report_order(name: &str, document: &Value) -> (u8, u64, String) {
+    const ORDER: [&str; 7] = ["idle", "fanout", "latency", "keyed", "reconnect", "catchup", "ingest"];
+    let scenario = document.get("scenario").and_then(Value::as_str).unwrap_or("");
+    let position = ORDER.iter().position(|&known| known == scenario).unwrap_or(ORDER.len()) as u8;
+    let baseline = name.starts_with("baseline-");
+    let rate = num(document, "settings.rate").unwrap_or(0.0) as u64;
+    (position + if baseline { 10 } else { 0 }, rate, name.to_owned())
+}
+
+/// `ingest` reports phases (one per batch size) rather than one set of figures.
+fn ingest_table(name: &str, document: &Value) -> String {
+    let phases = document
+        .get("phases")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = phases
+        .iter()
+        .map(|phase| {
+            vec![
+                phase.get("name").and_then(Value::as_str).unwrap_or("?").to_owned(),
+                or_dash(num(phase, "events_per_sec").map(format_rate)),
+                or_dash(num(phase, "requests_per_sec").map(format_rate)),
+                or_dash(num(phase, "errors_total").map(count)),
+                or_dash(num(phase, "latency.p50_us").map(micros)),
+                or_dash(num(phase, "latency.p99_us").map(micros)),
+                or_dash(num(phase, "latency.max_us").map(micros)),
+            ]
+        })
+        .collect();
+    format!(
+        "### `{name}` (ingest)\n\n`{}`\n\n{}\n",
+        document.get("command").and_then(Value::as_str).unwrap_or("?"),
+        table(
+            &["phase", "events/s", "requests/s", "errors", "p50", "p99", "max"],
+            1,
+            &rows
+        )
+    )
 }
 
 fn ratios(results: &Results) -> String {
@@ -581,7 +687,19 @@ fn ratios(results: &Results) -> String {
     add("fan-out: latency p99", "fanout", "results.latency.p99_us", &|v| {
         format_micros(v as u64)
     });
-    table(&["measure", "gateway", "baseline", "gateway ÷ baseline"], &rows)
+    add(
+        "5,000 subscribers × 10 events/s: latency p50",
+        "latency-sweep-10",
+        "results.latency.p50_us",
+        &|v| format_micros(v as u64),
+    );
+    add(
+        "5,000 subscribers × 10 events/s: latency p99",
+        "latency-sweep-10",
+        "results.latency.p99_us",
+        &|v| format_micros(v as u64),
+    );
+    table(&["measure", "gateway", "baseline", "gateway ÷ baseline"], 1, &rows)
 }
 
 #[cfg(test)]
@@ -660,6 +778,7 @@ mod tests {
         let with = render(template, &sample(), Some("Before: 1 ms.\nAfter: *0.5 ms*.\n"));
         assert!(!with.contains("{{"), "{with}");
         assert!(with.contains("| CPU | Test CPU |"));
+        assert!(with.contains("|---|---|---|---|\n| idle |"), "runs are text: {with}");
         assert!(
             with.contains("| idle | `sluice-bench idle` | 1.00 / 0.50 / 0.25 | - |"),
             "{with}"
@@ -674,8 +793,42 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_with_no_rate_within_the_aim_says_so() {
+        let mut results = sample();
+        results.retain(|name, _| name != "latency-sweep-500" && name != "latency-sweep-1000");
+        assert_eq!(best_sweep_rate(&results), None);
+        assert_eq!(
+            sweep_summary(&results, None),
+            "; in the sweep p99 ≤ 20 ms held at no rate, down to 2,000 events/s × 5,000 (p99 45.0ms)"
+        );
+    }
+
+    #[test]
+    fn results_are_ordered_like_the_aims_with_baselines_last() {
+        let tables = scenario_tables(&sample());
+        let idle = tables.find("### `idle`").unwrap();
+        let fanout = tables.find("### `fanout`").unwrap();
+        let baseline = tables.find("### `baseline-idle`").unwrap();
+        assert!(idle < fanout && fanout < baseline, "{tables}");
+        // Keyed-only figures stay out of whole-stream tables.
+        assert!(!tables.contains("misrouted"), "{tables}");
+    }
+
+    #[test]
+    fn ingest_phases_render_one_row_each() {
+        let document = json!({"scenario": "ingest", "command": "sluice-bench ingest", "phases": [
+            {"name": "batch=1", "events_per_sec": 5385.2, "requests_per_sec": 5385.2, "errors_total": 0,
+             "latency": {"p50_us": 5990, "p99_us": 9120, "max_us": 11400}}]});
+        let text = ingest_table("ingest", &document);
+        assert!(
+            text.contains("| batch=1 | 5,385 | 5,385 | 0 | 5.99ms | 9.12ms | 11.4ms |"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn markdown_tables_right_align_numbers() {
-        let text = table(&["a", "b"], &[vec!["x".into(), "1".into()]]);
+        let text = table(&["a", "b"], 1, &[vec!["x".into(), "1".into()]]);
         assert_eq!(text, "| a | b |\n|---|---:|\n| x | 1 |\n");
     }
 }

@@ -102,6 +102,10 @@ struct CatchupResult {
     cursor_duplicates: u64,
     latency_after_live: LatencySummary,
     gateway_cpu_secs_catchup: Option<f64>,
+    /// The mock broker's and the resuming client's CPU over the same window: which of the
+    /// three was busy tells where a slow catch-up is bound.
+    broker_cpu_secs_catchup: Option<f64>,
+    client_cpu_secs_catchup: Option<f64>,
     gateway_rss_end_bytes: Option<u64>,
     /// The gateway's `sluice_gateway_resumes_total` by source: where the resume started.
     resumes_from_memory: f64,
@@ -183,9 +187,10 @@ async fn run_inner(mut args: CatchupArgs) -> anyhow::Result<()> {
         .await?
         .continuing(&backlog);
     let stop_live = live.stopper();
-    let cpu_before = rig.cpu().gateway;
+    let cpu_before = rig.cpu();
     let resume_start = Instant::now();
     let fleet = Fleet::spawn(&plan)?;
+    let holder_cpu_before = fleet.cpu();
     let live_run = tokio::spawn(live.run());
 
     let mut ticks = tokio::time::interval(Duration::from_millis(50));
@@ -218,7 +223,10 @@ async fn run_inner(mut args: CatchupArgs) -> anyhow::Result<()> {
             );
         }
     };
-    let cpu_catchup = cpu_seconds(cpu_before, rig.cpu().gateway);
+    let cpu_after = rig.cpu();
+    let cpu_catchup = cpu_seconds(cpu_before.gateway, cpu_after.gateway);
+    let broker_cpu = cpu_seconds(cpu_before.broker, cpu_after.broker);
+    let holder_cpu = cpu_seconds(holder_cpu_before, fleet.cpu());
     // A little live traffic after catching up proves the join with the live feed.
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop_live.store(true, Ordering::Relaxed);
@@ -247,6 +255,8 @@ async fn run_inner(mut args: CatchupArgs) -> anyhow::Result<()> {
         cursor_duplicates: fleet_result.cursor_duplicates,
         latency_after_live: LatencySummary::from_histogram(&fleet_result.latency),
         gateway_cpu_secs_catchup: cpu_catchup,
+        broker_cpu_secs_catchup: broker_cpu,
+        client_cpu_secs_catchup: holder_cpu,
         gateway_rss_end_bytes: rss_end,
         resumes_from_memory: sum_metric(&metrics, "sluice_gateway_resumes_total", "source=\"memory\""),
         resumes_from_kafka: sum_metric(&metrics, "sluice_gateway_resumes_total", "source=\"kafka\""),
@@ -373,11 +383,15 @@ fn results_table(result: &CatchupResult) -> String {
             format_count(result.resumes_from_kafka as u64)
         ),
     ]);
+    let cpu = |value: Option<f64>| value.map_or("-".to_owned(), |cpu| format!("{cpu:.2}"));
     table.row([
-        "gateway CPU-s during the catch-up".to_owned(),
-        result
-            .gateway_cpu_secs_catchup
-            .map_or("-".to_owned(), |cpu| format!("{cpu:.2}")),
+        "CPU-s during the catch-up: gateway / broker / client".to_owned(),
+        format!(
+            "{} / {} / {}",
+            cpu(result.gateway_cpu_secs_catchup),
+            cpu(result.broker_cpu_secs_catchup),
+            cpu(result.client_cpu_secs_catchup)
+        ),
     ]);
     table.render()
 }

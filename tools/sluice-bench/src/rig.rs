@@ -945,7 +945,7 @@ pub fn write_report(
 }
 
 /// This process's command line, program name shortened to `sluice-bench`.
-fn command_line() -> String {
+pub fn command_line() -> String {
     std::iter::once("sluice-bench".to_owned())
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
