@@ -78,6 +78,10 @@ bench-idle: bench-build ## Idle: 15,000 SSE connections on one gateway for 60 s:
 bench-fanout: bench-build ## Fan-out: 100 events/s broadcast to 10,000 connections (1M deliveries/s offered; aim >= 500k/s)
 	$(BENCH) fanout --json $(BENCH_DIR)/fanout.json $(ARGS)
 
+.PHONY: bench-fanout-kafka
+bench-fanout-kafka: bench-build ## Fan-out with the events written straight to Kafka (an rdkafka producer) instead of through ingest
+	$(BENCH) fanout --publish-via kafka --json $(BENCH_DIR)/fanout-kafka.json $(ARGS)
+
 .PHONY: bench-latency
 bench-latency: bench-build ## Latency: publish -> receive at 1,000 events/s to 1,000 subscribers
 	$(BENCH) latency --json $(BENCH_DIR)/latency.json $(ARGS)
@@ -111,7 +115,7 @@ bench-baseline: bench-build ## Baseline: idle, fan-out and the 5,000 x 10/s late
 	$(BENCH) latency --server baseline --connections 5000 --rate 10 --duration 10s --json $(BENCH_DIR)/baseline-latency-sweep-10.json $(ARGS)
 
 .PHONY: bench-all
-bench-all: bench-baseline bench-idle bench-fanout bench-latency bench-latency-aim bench-latency-sweep bench-keyed bench-reconnect bench-catchup bench-ingest ## Every scenario at full size, then BENCHMARKS.md (about 15 minutes)
+bench-all: bench-baseline bench-idle bench-fanout bench-fanout-kafka bench-latency bench-latency-aim bench-latency-sweep bench-keyed bench-reconnect bench-catchup bench-ingest ## Every scenario at full size, then BENCHMARKS.md (about 15 minutes)
 	$(MAKE) --no-print-directory bench-report
 
 .PHONY: bench-report

@@ -36,7 +36,7 @@ use crate::publish::{EventArgs, Publisher};
 use crate::report::{format_count, format_duration, format_rate, LatencySummary, Table, LATENCY_HEADERS};
 use crate::rig::{
     cpu_seconds, header, publish_with_progress, write_report, ClientArgs, Fleet, FleetPlan, Rig, RigArgs, RunStart,
-    ServerKind,
+    ServerKind, MAX_CONNECTIONS_PER_PROCESS,
 };
 use crate::sse_wire::expand_path;
 
@@ -125,11 +125,14 @@ pub struct PublishArgs {
     pub json: Option<PathBuf>,
 }
 
-/// 1 to 19,000 × 64 holder processes; the gateway's own file limit is the real bound.
+/// 1 to 19,000: one gateway process holds every connection, within its open-file limit.
 fn connections_in_range(text: &str) -> Result<u32, String> {
     let value: u32 = text.parse().map_err(|_| format!("`{text}` is not a whole number"))?;
-    if value == 0 {
-        return Err("must be at least 1".to_owned());
+    if !(1..=MAX_CONNECTIONS_PER_PROCESS).contains(&value) {
+        return Err(format!(
+            "must be 1 to {MAX_CONNECTIONS_PER_PROCESS}: one gateway process holds them all, within \
+             its open-file limit"
+        ));
     }
     Ok(value)
 }
@@ -565,6 +568,8 @@ mod tests {
         };
         assert_eq!((keyed.connections, keyed.publish.clients.ramp_rate), (10_000, 500));
         assert!(Cli::try_parse_from(["sluice-bench", "fanout", "--rate", "0"]).is_err());
+        assert!(Cli::try_parse_from(["sluice-bench", "fanout", "--connections", "20000"]).is_err());
+        assert!(Cli::try_parse_from(["sluice-bench", "keyed", "--connections", "0"]).is_err());
     }
 
     #[test]
