@@ -100,7 +100,8 @@ struct CatchupResult {
     duplicates: u64,
     cursor_gaps: u64,
     cursor_duplicates: u64,
-    latency_after_live: LatencySummary,
+    /// Every delivery, backlog included: the backlog's age dominates it.
+    latency: LatencySummary,
     gateway_cpu_secs_catchup: Option<f64>,
     /// The mock broker's and the resuming client's CPU over the same window: which of the
     /// three was busy tells where a slow catch-up is bound.
@@ -253,7 +254,7 @@ async fn run_inner(mut args: CatchupArgs) -> anyhow::Result<()> {
         duplicates: fleet_result.duplicates,
         cursor_gaps: fleet_result.cursor_gaps,
         cursor_duplicates: fleet_result.cursor_duplicates,
-        latency_after_live: LatencySummary::from_histogram(&fleet_result.latency),
+        latency: LatencySummary::from_histogram(&fleet_result.latency),
         gateway_cpu_secs_catchup: cpu_catchup,
         broker_cpu_secs_catchup: broker_cpu,
         client_cpu_secs_catchup: holder_cpu,
