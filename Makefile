@@ -83,27 +83,76 @@ lint: ## Check formatting and clippy (warnings are errors)
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-.PHONY: bench-ingest
-bench-ingest: ## Benchmark ingest on the embedded broker: events/s and latency, single events and batches of 100
-	$(CARGO) build --release -p sluice-dev -p sluice-bench
-	target/release/sluice-bench ingest --json target/bench-ingest.json $(ARGS)
-
+# Benchmarks. Each scenario writes its JSON result under target/bench/; `make bench-report`
+# turns them into BENCHMARKS.md (tools/sluice-bench/BENCHMARKS.template.md holds the prose).
+# Flags go through ARGS, e.g. make bench-fanout ARGS="--connections 5000 --publish-via kafka".
 BENCH_BINS := -p sluice-dev -p sluice-ingest -p sluice-gateway -p sluice-bench
+BENCH := target/release/sluice-bench
+BENCH_DIR := target/bench
+# Rates of the latency sweep: 5,000 subscribers each, 10 s per rate.
+LATENCY_SWEEP_RATES ?= 10 20 50 100 200
+
+.PHONY: bench-build
+bench-build: ## Build the release binaries the benchmarks run
+	$(CARGO) build --release $(BENCH_BINS)
+	@mkdir -p $(BENCH_DIR)
+
+.PHONY: bench-ingest
+bench-ingest: bench-build ## Benchmark ingest on the embedded broker: events/s and latency, single events and batches of 100
+	$(BENCH) ingest --json $(BENCH_DIR)/ingest.json $(ARGS)
 
 .PHONY: bench-idle
-bench-idle: ## Benchmark memory per idle SSE connection (10,000 connections on one gateway process)
-	$(CARGO) build --release $(BENCH_BINS)
-	target/release/sluice-bench idle --json target/bench-idle.json $(ARGS)
+bench-idle: bench-build ## Idle: 15,000 SSE connections on one gateway for 60 s: bytes per connection (user, kernel), idle CPU
+	$(BENCH) idle --json $(BENCH_DIR)/idle.json $(ARGS)
 
 .PHONY: bench-fanout
-bench-fanout: ## Benchmark deliveries/s broadcasting 100 events/s to 10,000 connections
-	$(CARGO) build --release $(BENCH_BINS)
-	target/release/sluice-bench fanout --json target/bench-fanout.json $(ARGS)
+bench-fanout: bench-build ## Fan-out: 100 events/s broadcast to 10,000 connections (1M deliveries/s offered; aim >= 500k/s)
+	$(BENCH) fanout --json $(BENCH_DIR)/fanout.json $(ARGS)
+
+.PHONY: bench-fanout-kafka
+bench-fanout-kafka: bench-build ## Fan-out with the events written straight to Kafka (an rdkafka producer) instead of through ingest
+	$(BENCH) fanout --publish-via kafka --json $(BENCH_DIR)/fanout-kafka.json $(ARGS)
 
 .PHONY: bench-latency
-bench-latency: ## Benchmark publish → receive latency at 1,000 events/s to 1,000 subscribers
-	$(CARGO) build --release $(BENCH_BINS)
-	target/release/sluice-bench latency --json target/bench-latency.json $(ARGS)
+bench-latency: bench-build ## Latency: publish -> receive at 1,000 events/s to 1,000 subscribers
+	$(BENCH) latency --json $(BENCH_DIR)/latency.json $(ARGS)
+
+.PHONY: bench-latency-aim
+bench-latency-aim: bench-build ## Latency at the aim's point: 5,000 events/s x 5,000 subscribers (25M deliveries/s offered), 5 s
+	$(BENCH) latency --connections 5000 --rate 5000 --duration 5s --drain 15s --json $(BENCH_DIR)/latency-aim.json $(ARGS)
+
+.PHONY: bench-latency-sweep
+bench-latency-sweep: bench-build ## Latency with 5,000 subscribers at LATENCY_SWEEP_RATES events/s: where p99 <= 20 ms holds
+	@for rate in $(LATENCY_SWEEP_RATES); do \
+	  $(BENCH) latency --connections 5000 --rate $$rate --duration 10s --json $(BENCH_DIR)/latency-sweep-$$rate.json $(ARGS) || exit 1; \
+	done
+
+.PHONY: bench-keyed
+bench-keyed: bench-build ## Keyed: 10,000 connections each on its own key, 5,000 events/s over the keys: key index cost per event
+	$(BENCH) keyed --json $(BENCH_DIR)/keyed.json $(ARGS)
+
+.PHONY: bench-reconnect
+bench-reconnect: bench-build ## Reconnect storm: 10,000 clients on gateway A, A SIGKILLed, all resume on B with Last-Event-ID
+	$(BENCH) reconnect --json $(BENCH_DIR)/reconnect.json $(ARGS)
+
+.PHONY: bench-catchup
+bench-catchup: bench-build ## Catch-up: one client resuming 1,000,000 events behind (backlog straight to Kafka): events/s until live
+	$(BENCH) catchup --publish-via kafka --json $(BENCH_DIR)/catchup.json $(ARGS)
+
+.PHONY: bench-baseline
+bench-baseline: bench-build ## Baseline: idle, fan-out and the 5,000 x 10/s latency point against a bare tokio SSE server, the floor for the ratios
+	$(BENCH) idle --server baseline --json $(BENCH_DIR)/baseline-idle.json $(ARGS)
+	$(BENCH) fanout --server baseline --json $(BENCH_DIR)/baseline-fanout.json $(ARGS)
+	$(BENCH) latency --server baseline --connections 5000 --rate 10 --duration 10s --json $(BENCH_DIR)/baseline-latency-sweep-10.json $(ARGS)
+
+.PHONY: bench-all
+bench-all: bench-baseline bench-idle bench-fanout bench-fanout-kafka bench-latency bench-latency-aim bench-latency-sweep bench-keyed bench-reconnect bench-catchup bench-ingest ## Every scenario at full size, then BENCHMARKS.md (about 15 minutes)
+	$(MAKE) --no-print-directory bench-report
+
+.PHONY: bench-report
+bench-report: ## Write BENCHMARKS.md from target/bench/*.json, the template and docs/perf-pass.md (no benchmark is run)
+	$(CARGO) build --release -p sluice-bench
+	$(BENCH) report --results $(BENCH_DIR) --template tools/sluice-bench/BENCHMARKS.template.md --perf-pass docs/perf-pass.md --out BENCHMARKS.md
 
 .PHONY: ci
 ci: ## What CI runs: .ci/run

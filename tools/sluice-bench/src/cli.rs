@@ -9,10 +9,15 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::fanout::{FanoutArgs, LatencyArgs};
+use crate::baseline::BaselineArgs;
+use crate::benchmarks::ReportArgs;
+use crate::broker::BrokerArgs;
+use crate::catchup::CatchupArgs;
+use crate::fanout::{FanoutArgs, KeyedArgs, LatencyArgs};
 use crate::hold::HoldArgs;
 use crate::idle::IdleArgs;
 use crate::ingest::IngestArgs;
+use crate::reconnect::ReconnectArgs;
 
 /// Benchmark harness for Sluice.
 ///
@@ -40,23 +45,47 @@ pub enum Command {
     /// one phase per batch size, and report events/s, requests/s, errors and latency.
     Ingest(IngestArgs),
 
-    /// Open many idle SSE connections to one gateway (its own process) and report its memory
-    /// per connection (RSS growth ÷ connections), the kernel's socket memory, and its CPU
-    /// while idle.
+    /// Open many idle SSE connections (15,000) to one gateway (its own process) and report its
+    /// memory per connection (RSS growth ÷ connections), the kernel's socket memory, and its
+    /// CPU while idle. `--server baseline` measures the bare floor instead.
     Idle(IdleArgs),
 
-    /// Many subscribers on one stream, a steady publisher: report deliveries/s, gateway
-    /// CPU-seconds per million deliveries, publish→receive latency, gaps and duplicates.
+    /// Many subscribers on one stream, a steady open-loop publisher: report deliveries/s,
+    /// gateway CPU-seconds per million deliveries, publish→receive latency, gaps and
+    /// duplicates. `--server baseline` measures the bare floor instead.
     Fanout(FanoutArgs),
 
     /// The fanout machinery at 1,000 subscribers × 1,000 events/s: publish→receive latency
     /// percentiles of a gateway with headroom.
     Latency(LatencyArgs),
 
-    /// Internal: a helper process that holds SSE connections for `idle`, `fanout` and
-    /// `latency`, reporting to its parent on stdout.
+    /// 10,000 subscribers each on its own key (`?key=lane-{i}`), events spread over the keys:
+    /// the key index's cost per event (gateway CPU-s per 1M events), deliveries/s, latency.
+    Keyed(KeyedArgs),
+
+    /// Reconnect storm: two gateways, 10,000 clients on A, A SIGKILLed while events flow;
+    /// clients resume on B with Last-Event-ID. Time until all are back, replayed events/s,
+    /// gaps and duplicates, resumes served from memory vs Kafka.
+    Reconnect(ReconnectArgs),
+
+    /// One client resuming 1,000,000 events behind: events/s until it is live.
+    Catchup(CatchupArgs),
+
+    /// Write BENCHMARKS.md from the scenarios' JSON results and a template holding the prose.
+    Report(ReportArgs),
+
+    /// Internal: a helper process that holds SSE connections for the gateway scenarios,
+    /// reporting to its parent on stdout.
     #[command(hide = true)]
     Hold(HoldArgs),
+
+    /// Internal: the bare SSE server measured by `--server baseline`.
+    #[command(hide = true)]
+    BaselineServer(BaselineArgs),
+
+    /// Internal: librdkafka's mock cluster with a topic of `--partitions` partitions.
+    #[command(hide = true)]
+    Broker(BrokerArgs),
 }
 
 /// Parses a duration such as `10s`, `500ms`, `1.5s`, `2m` or `1h`; a bare number means seconds.

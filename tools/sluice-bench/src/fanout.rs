@@ -1,55 +1,60 @@
-//! The `fanout` and `latency` scenarios: one stream, many subscribers, a steady publisher.
+//! The `fanout`, `latency` and `keyed` scenarios: one stream, many subscribers, a steady
+//! publisher.
 //!
 //! Holder processes open `--connections` subscriptions (`from=latest`) on one stream of one
 //! gateway. Once all are established and have settled, the bench publishes `--rate` events/s
-//! for `--duration` through ingest, one request in flight at a time (so each partition gets
-//! the events in the order they were numbered), each request carrying the events due since
-//! the previous one. Every event's data is `{"lane":L,"seq":S,"sent_us":T,"pad":"…"}`: one
-//! event key per lane, so a lane lives in one partition and must arrive in order; `seq`
-//! numbers the lane's events; `sent_us` is the wall clock when the request was sent.
+//! for `--duration`, open loop (see [`crate::publish`]), through ingest or straight to Kafka.
 //!
 //! Each connection checks its lanes run 0, 1, 2, … (a skip is a gap, a repeat a duplicate),
-//! and, when the bench stops it with the per-lane counts published, counts the events it never
-//! got (also gaps). Latency is receive time minus `sent_us` — publish through ingest, Kafka,
-//! gateway and the client's socket — recorded per delivery into HDR histograms that the
-//! holders send back and the bench merges exactly.
+//! checks every event's cursor moves the stream on by exactly one offset, and, when the bench
+//! stops it with the per-lane counts published, counts the events it never got (also gaps).
+//! Latency is receive time minus the event's scheduled send time — publish through ingest or
+//! the producer, Kafka, gateway and the client's socket — recorded per delivery into HDR
+//! histograms that the holders send back and the bench merges exactly.
 //!
 //! After the publisher stops, the bench waits (at most `--drain`) for deliveries to finish.
-//! Deliveries/s is all bench events received ÷ `--duration`; gateway CPU per million
-//! deliveries is the gateway's CPU time from the first publish to the end of the drain.
+//! Deliveries/s is all bench events received ÷ the time from the first publish to the end of
+//! the drain (so deliveries that lag behind the offered load lower it); gateway CPU per
+//! million deliveries is the gateway's CPU time over that same window.
 //!
-//! `fanout` (10,000 subscribers × 100 events/s) measures delivery capacity; `latency` (1,000
-//! subscribers × 1,000 events/s) the latency of a well-provisioned gateway. Same machinery.
+//! The scenarios differ in shape only: `fanout` (10,000 subscribers × 100 events/s) measures
+//! delivery capacity; `latency` (1,000 × 1,000) the latency of a gateway with headroom;
+//! `keyed` gives each of 10,000 subscribers its own key (`?key=lane-{i}`) and spreads the
+//! events over those keys, so each event has one subscriber: the cost of the key index per
+//! event published. The `--server baseline` runs of `fanout` are the machine's floor.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{bail, Context as _};
-use hdrhistogram::Histogram;
-use reqwest::header::CONTENT_TYPE;
+use anyhow::bail;
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::cli::parse_positive_duration;
 use crate::hold::ErrorSample;
-use crate::machine::Machine;
-use crate::report::{
-    format_count, format_duration, format_rate, latency_histogram, write_json, LatencySummary, Table, LATENCY_HEADERS,
-};
+use crate::publish::{EventArgs, Publisher};
+use crate::report::{format_count, format_duration, format_rate, LatencySummary, Table, LATENCY_HEADERS};
 use crate::rig::{
-    cpu_seconds, header, ClientArgs, Fleet, FleetPlan, JsonHeader, Rig, RigArgs, MAX_CONNECTIONS_PER_PROCESS,
+    cpu_seconds, header, publish_with_progress, write_report, ClientArgs, Fleet, FleetPlan, Rig, RigArgs, RunStart,
+    ServerKind, MAX_CONNECTIONS_PER_PROCESS,
 };
+use crate::sse_wire::expand_path;
 
 /// Flags of `sluice-bench fanout`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FanoutArgs {
     /// Subscribers, all on one stream of one gateway.
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONNECTIONS_PER_PROCESS)))]
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = connections_in_range)]
     pub connections: u32,
 
     /// Events published per second.
-    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub rate: u32,
+    #[arg(long, value_name = "N", default_value_t = 100.0, value_parser = parse_rate)]
+    pub rate: f64,
+
+    /// Event keys (lanes) the events rotate over; each lane is checked for order, gaps and
+    /// duplicates on every connection.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub lanes: u32,
 
     #[command(flatten)]
     pub publish: PublishArgs,
@@ -59,18 +64,39 @@ pub struct FanoutArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct LatencyArgs {
     /// Subscribers, all on one stream of one gateway.
-    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONNECTIONS_PER_PROCESS)))]
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = connections_in_range)]
     pub connections: u32,
 
     /// Events published per second.
-    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub rate: u32,
+    #[arg(long, value_name = "N", default_value_t = 1_000.0, value_parser = parse_rate)]
+    pub rate: f64,
+
+    /// Event keys (lanes) the events rotate over; each lane is checked for order, gaps and
+    /// duplicates on every connection.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub lanes: u32,
 
     #[command(flatten)]
     pub publish: PublishArgs,
 }
 
-/// Flags shared by `fanout` and `latency`.
+/// Flags of `sluice-bench keyed`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeyedArgs {
+    /// Subscribers, each on its own key (`?key=lane-{i}`); the events rotate over the same
+    /// number of keys, so every event has exactly one subscriber.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = connections_in_range)]
+    pub connections: u32,
+
+    /// Events published per second, over all keys.
+    #[arg(long, value_name = "N", default_value_t = 5_000.0, value_parser = parse_rate)]
+    pub rate: f64,
+
+    #[command(flatten)]
+    pub publish: PublishArgs,
+}
+
+/// Flags shared by `fanout`, `latency` and `keyed`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PublishArgs {
     /// How long to publish.
@@ -85,19 +111,8 @@ pub struct PublishArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
     pub drain: Duration,
 
-    /// Interval between publish requests; each carries the events due since the previous one
-    /// (at most 1,000).
-    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_positive_duration)]
-    pub batch_interval: Duration,
-
-    /// Size in bytes of each event's JSON `data`, padding included.
-    #[arg(long, value_name = "BYTES", default_value_t = 100)]
-    pub payload_bytes: usize,
-
-    /// Event keys (lanes) the events rotate over; each lane is checked for order, gaps and
-    /// duplicates on every connection.
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub lanes: u32,
+    #[command(flatten)]
+    pub events: EventArgs,
 
     #[command(flatten)]
     pub clients: ClientArgs,
@@ -110,10 +125,84 @@ pub struct PublishArgs {
     pub json: Option<PathBuf>,
 }
 
-/// Runs `fanout` or `latency` (`scenario` names it) under the `--timeout` limit.
-pub async fn run(scenario: &'static str, connections: u32, rate: u32, args: PublishArgs) -> anyhow::Result<()> {
+/// 1 to 19,000: one gateway process holds every connection, within its open-file limit.
+fn connections_in_range(text: &str) -> Result<u32, String> {
+    let value: u32 = text.parse().map_err(|_| format!("`{text}` is not a whole number"))?;
+    if !(1..=MAX_CONNECTIONS_PER_PROCESS).contains(&value) {
+        return Err(format!(
+            "must be 1 to {MAX_CONNECTIONS_PER_PROCESS}: one gateway process holds them all, within \
+             its open-file limit"
+        ));
+    }
+    Ok(value)
+}
+
+/// A positive events-per-second rate, fractions allowed (`0.5` is one event every 2 s).
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of events per second"))?;
+    if !(rate > 0.0 && rate <= 1_000_000.0) {
+        return Err("must be more than 0 and at most 1,000,000 events/s".to_owned());
+    }
+    Ok(rate)
+}
+
+/// What distinguishes the three scenarios.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub scenario: &'static str,
+    pub connections: u32,
+    pub rate: f64,
+    pub lanes: u32,
+    /// Each subscriber on its own key (`keyed`), instead of everyone on the whole stream.
+    pub keyed: bool,
+}
+
+impl Shape {
+    pub fn fanout(scenario: &'static str, connections: u32, rate: f64, lanes: u32) -> Self {
+        Self {
+            scenario,
+            connections,
+            rate,
+            lanes,
+            keyed: false,
+        }
+    }
+
+    pub fn keyed(connections: u32, rate: f64) -> Self {
+        Self {
+            scenario: "keyed",
+            connections,
+            rate,
+            lanes: connections,
+            keyed: true,
+        }
+    }
+
+    /// The subscription query (`{i}` is the connection's index).
+    fn query(&self) -> &'static str {
+        if self.keyed {
+            "key=lane-{i}"
+        } else {
+            ""
+        }
+    }
+
+    /// Deliveries a perfect run makes of `events` to `open` subscribers.
+    fn expected_deliveries(&self, events: u64, open: u64) -> u64 {
+        if self.keyed {
+            events
+        } else {
+            events * open
+        }
+    }
+}
+
+/// Runs `fanout`, `latency` or `keyed` under the `--timeout` limit.
+pub async fn run(shape: Shape, args: PublishArgs) -> anyhow::Result<()> {
     let limit = args.rig.timeout;
-    match tokio::time::timeout(limit, run_inner(scenario, connections, rate, args)).await {
+    match tokio::time::timeout(limit, run_inner(shape, args)).await {
         Ok(outcome) => outcome,
         Err(_) => bail!("the run exceeded --timeout {} and was stopped", format_duration(limit)),
     }
@@ -137,17 +226,28 @@ struct FanoutResult {
     /// Deliveries a perfect run would make: events published × connections open at the start.
     deliveries_expected: u64,
     deliveries: u64,
+    /// Deliveries ÷ the publish + drain window: what was sustained, however late.
     deliveries_per_sec: f64,
+    /// Keyed: events of another subscriber's key received (the key index misrouted them).
+    misrouted: u64,
     gaps: u64,
     /// Of the gaps, events never received after a connection's last one (lost or late).
     missing_tail: u64,
     duplicates: u64,
+    /// Offsets skipped between consecutive ids on a connection (unfiltered streams only).
+    cursor_gaps: u64,
+    /// Ids that did not move the stream on (unfiltered streams only).
+    cursor_duplicates: u64,
     latency: LatencySummary,
-    /// Ingest's acknowledgement time per publish request: the part of `latency` spent before
-    /// Kafka has the events.
+    /// Acknowledgement time per publish request (ingest) or record batch (Kafka): the part of
+    /// `latency` spent before Kafka has the events.
     ingest_ack_latency: LatencySummary,
+    /// How far the publisher fell behind its schedule at worst, in milliseconds.
+    publisher_max_lag_ms: f64,
     gateway_cpu_secs: Option<f64>,
     gateway_cpu_secs_per_million_deliveries: Option<f64>,
+    /// Gateway CPU-seconds per million events published (the `keyed` figure).
+    gateway_cpu_secs_per_million_events: Option<f64>,
     /// Gateway CPU as a share of one CPU over the publish+drain window, in percent.
     gateway_cpu_percent: Option<f64>,
     ingest_cpu_secs: Option<f64>,
@@ -157,31 +257,35 @@ struct FanoutResult {
     errors: std::collections::BTreeMap<String, ErrorSample>,
 }
 
-async fn run_inner(scenario: &'static str, connections: u32, rate: u32, args: PublishArgs) -> anyhow::Result<()> {
-    let machine = Machine::detect();
+async fn run_inner(shape: Shape, args: PublishArgs) -> anyhow::Result<()> {
+    let start = RunStart::now();
+    let connections = shape.connections;
     let max_connections = args.rig.gateway_max_connections.unwrap_or(connections + 1_000);
     let mut rig = Rig::start(&args.rig, max_connections).await?;
     rig.create_stream().await?;
-    rig.preflight_subscribe("").await?;
+    rig.preflight_subscribe(&expand_path(shape.query(), 0)).await?;
 
     eprintln!(
         "opening {} subscriptions at {}/s over {} helper processes…",
         format_count(u64::from(connections)),
-        format_count(u64::from(args.clients.ramp_per_sec)),
+        format_count(u64::from(args.clients.ramp_rate)),
         args.clients.client_processes
     );
-    let mut fleet = Fleet::spawn(&FleetPlan {
-        target: rig.gateway_addr,
-        path: rig.stream_path(""),
+    let mut plan = FleetPlan::new(
+        rig.server_addrs(),
+        rig.stream_path(shape.query()),
         connections,
-        clients: args.clients.clone(),
-        lanes: args.lanes,
-        deadline: args.rig.timeout + Duration::from_secs(30),
-    })?;
-    let ramp_timeout = Duration::from_secs_f64(f64::from(connections) / f64::from(args.clients.ramp_per_sec))
-        + args.clients.connect_timeout
-        + Duration::from_secs(10);
-    let ramp = fleet.wait_established(&mut rig, ramp_timeout).await?;
+        &args.clients,
+        args.rig.timeout + Duration::from_secs(30),
+    );
+    plan.lanes = shape.lanes;
+    plan.lane_per_connection = shape.keyed;
+    // A key filter skips offsets by design: cursors are checked on whole streams only.
+    plan.check_cursors = !shape.keyed && rig.kind == ServerKind::Gateway;
+    let mut fleet = Fleet::spawn(&plan)?;
+    let ramp = fleet
+        .wait_established(&mut rig, ramp_timeout(connections, &args.clients))
+        .await?;
     tokio::time::sleep(args.settle).await;
     let at_start = fleet.counts();
     if at_start.open() == 0 {
@@ -189,35 +293,20 @@ async fn run_inner(scenario: &'static str, connections: u32, rate: u32, args: Pu
     }
 
     eprintln!(
-        "publishing {} events/s for {} to {} subscribers…",
-        format_count(u64::from(rate)),
+        "publishing {} events/s for {} to {} subscribers ({:?})…",
+        format_rate(shape.rate),
         format_duration(args.duration),
-        format_count(at_start.open())
+        format_count(at_start.open()),
+        args.events.publish_via,
     );
     let cpu_before = (rig.cpu(), fleet.cpu());
     let publish_start = Instant::now();
-    let publisher = Publisher::new(&rig, &args, rate)?;
-    let published = publisher.run(&mut rig, &fleet).await?;
+    let publisher = Publisher::new(&rig, &args.events, shape.rate, args.duration, shape.lanes).await?;
+    let published = publish_with_progress(&mut rig, Some(&fleet), publisher).await?;
     let publish_secs = (Instant::now() - publish_start).as_secs_f64();
 
-    // Drain: until every open connection has every event, deliveries stall, or --drain passes.
-    let drain_start = Instant::now();
-    let expected = published.events * at_start.open();
-    let mut last = (fleet.counts().probes, Instant::now());
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let received = fleet.counts().probes;
-        let now = Instant::now();
-        if received >= expected || now - drain_start >= args.drain {
-            break;
-        }
-        if received > last.0 {
-            last = (received, now);
-        } else if now - last.1 >= Duration::from_secs(2) {
-            break;
-        }
-    }
-    let drain_secs = (Instant::now() - drain_start).as_secs_f64();
+    let expected = shape.expected_deliveries(published.events, at_start.open());
+    let drain_secs = fleet.drain(expected, args.drain).await.as_secs_f64();
     let cpu_after = (rig.cpu(), fleet.cpu());
     let rss_end = rig.gateway_rss();
     let fleet_result = fleet.stop(&published.per_lane).await?;
@@ -225,6 +314,7 @@ async fn run_inner(scenario: &'static str, connections: u32, rate: u32, args: Pu
     let deliveries = fleet_result.counts.probes;
     let gateway_cpu = cpu_seconds(cpu_before.0.gateway, cpu_after.0.gateway);
     let window = publish_secs + drain_secs;
+    let per_million = |count: u64| gateway_cpu.filter(|_| count > 0).map(|cpu| cpu / count as f64 * 1e6);
     let result = FanoutResult {
         connections_requested: connections,
         established: at_start.established,
@@ -239,16 +329,19 @@ async fn run_inner(scenario: &'static str, connections: u32, rate: u32, args: Pu
         publish_error_example: published.error_example.clone(),
         deliveries_expected: expected,
         deliveries,
-        deliveries_per_sec: deliveries as f64 / args.duration.as_secs_f64(),
+        deliveries_per_sec: deliveries as f64 / window,
+        misrouted: fleet_result.unknown_lane,
         gaps: fleet_result.gaps,
         missing_tail: fleet_result.missing_tail,
         duplicates: fleet_result.duplicates,
+        cursor_gaps: fleet_result.cursor_gaps,
+        cursor_duplicates: fleet_result.cursor_duplicates,
         latency: LatencySummary::from_histogram(&fleet_result.latency),
         ingest_ack_latency: LatencySummary::from_histogram(&published.ack_latency),
+        publisher_max_lag_ms: published.max_lag.as_secs_f64() * 1e3,
         gateway_cpu_secs: gateway_cpu,
-        gateway_cpu_secs_per_million_deliveries: gateway_cpu
-            .filter(|_| deliveries > 0)
-            .map(|cpu| cpu / deliveries as f64 * 1e6),
+        gateway_cpu_secs_per_million_deliveries: per_million(deliveries),
+        gateway_cpu_secs_per_million_events: per_million(published.events),
         gateway_cpu_percent: gateway_cpu.map(|cpu| cpu / window * 100.0),
         ingest_cpu_secs: cpu_seconds(cpu_before.0.ingest, cpu_after.0.ingest),
         broker_cpu_secs: cpu_seconds(cpu_before.0.broker, cpu_after.0.broker),
@@ -257,20 +350,26 @@ async fn run_inner(scenario: &'static str, connections: u32, rate: u32, args: Pu
         errors: fleet_result.errors.clone(),
     };
 
+    let subscriptions = if shape.keyed {
+        "each on its own key (key=lane-{i})"
+    } else {
+        "(from=latest)"
+    };
     let workload = format!(
-        "{} subscribers on stream `{}` (from=latest) from {} helper processes; {} events/s of \
-         {}-byte data over {} keys for {} through ingest, one request per {}",
+        "{} subscribers on stream `{}` {subscriptions} from {} helper processes; {} events/s of \
+         {}-byte data over {} keys for {} via {:?}, a batch per {}",
         format_count(u64::from(connections)),
         rig.stream,
         args.clients.client_processes,
-        format_count(u64::from(rate)),
-        args.payload_bytes,
-        args.lanes,
+        format_rate(shape.rate),
+        args.events.payload_bytes,
+        shape.lanes,
         format_duration(args.duration),
-        format_duration(args.batch_interval),
+        args.events.publish_via,
+        format_duration(args.events.batch_interval),
     );
-    print!("{}", header(scenario, &machine, &rig, &workload));
-    print!("\n{}", results_table(&result));
+    print!("{}", header(shape.scenario, &start, &rig, &workload));
+    print!("\n{}", results_table(&result, shape.keyed));
     print!("\n{}", latency_table(&result.latency, &result.ingest_ack_latency));
     if let Some(example) = &result.publish_error_example {
         print!(
@@ -291,40 +390,24 @@ async fn run_inner(scenario: &'static str, connections: u32, rate: u32, args: Pu
         );
     }
     if let Some(path) = &args.json {
-        #[derive(Serialize)]
-        struct Report<'a> {
-            #[serde(flatten)]
-            header: JsonHeader<'a>,
-            settings: serde_json::Value,
-            results: &'a FanoutResult,
-        }
-        let report = Report {
-            header: JsonHeader {
-                tool: "sluice-bench",
-                version: env!("CARGO_PKG_VERSION"),
-                scenario,
-                machine: &machine,
-                kafka_bootstrap: &rig.kafka_bootstrap,
-                gateway: format!("http://{}", rig.gateway_addr),
-            },
-            settings: serde_json::json!({
-                "connections": connections,
-                "rate": rate,
-                "duration_secs": args.duration.as_secs_f64(),
-                "settle_secs": args.settle.as_secs_f64(),
-                "drain_secs": args.drain.as_secs_f64(),
-                "batch_interval_secs": args.batch_interval.as_secs_f64(),
-                "payload_bytes": args.payload_bytes,
-                "lanes": args.lanes,
-                "ramp_per_sec": args.clients.ramp_per_sec,
-                "client_processes": args.clients.client_processes,
-                "stream": rig.stream,
-                "gateway_max_connections": max_connections,
-                "gateway_args": args.rig.gateway_args,
-            }),
-            results: &result,
-        };
-        write_json(path, &report)?;
+        let settings = serde_json::json!({
+            "connections": connections,
+            "rate": shape.rate,
+            "keyed": shape.keyed,
+            "duration_secs": args.duration.as_secs_f64(),
+            "settle_secs": args.settle.as_secs_f64(),
+            "drain_secs": args.drain.as_secs_f64(),
+            "publish_via": args.events.publish_via,
+            "batch_interval_secs": args.events.batch_interval.as_secs_f64(),
+            "payload_bytes": args.events.payload_bytes,
+            "lanes": shape.lanes,
+            "ramp_rate": args.clients.ramp_rate,
+            "client_processes": args.clients.client_processes,
+            "stream": rig.stream,
+            "gateway_max_connections": max_connections,
+            "gateway_args": args.rig.gateway_args,
+        });
+        write_report(path, shape.scenario, &start, &rig, settings, &result)?;
     }
     rig.stop().await?;
     if result.deliveries == 0 {
@@ -333,14 +416,21 @@ async fn run_inner(scenario: &'static str, connections: u32, rate: u32, args: Pu
     Ok(())
 }
 
+/// How long a ramp of `connections` may take before the bench gives up.
+pub fn ramp_timeout(connections: u32, clients: &ClientArgs) -> Duration {
+    Duration::from_secs_f64(f64::from(connections) / f64::from(clients.ramp_rate))
+        + clients.connect_timeout
+        + Duration::from_secs(10)
+}
+
 impl FanoutResult {
     fn unknown_or_lost(&self) -> bool {
-        self.gaps > 0 || self.duplicates > 0
+        self.gaps > 0 || self.duplicates > 0 || self.cursor_gaps > 0 || self.cursor_duplicates > 0
     }
 }
 
 /// The main figures as a two-column table.
-fn results_table(result: &FanoutResult) -> String {
+fn results_table(result: &FanoutResult, keyed: bool) -> String {
     let optional =
         |value: Option<f64>, decimals: usize| value.map_or("-".to_owned(), |value| format!("{value:.decimals$}"));
     let mut table = Table::new(["measure", "value"]);
@@ -382,6 +472,29 @@ fn results_table(result: &FanoutResult) -> String {
         format!("{} ({})", format_count(result.gaps), format_count(result.missing_tail)),
     ]);
     table.row(["duplicates".to_owned(), format_count(result.duplicates)]);
+    if keyed {
+        table.row([
+            "misrouted (another key's events)".to_owned(),
+            format_count(result.misrouted),
+        ]);
+        table.row([
+            "gateway CPU-s per 1M events published".to_owned(),
+            optional(result.gateway_cpu_secs_per_million_events, 2),
+        ]);
+    } else {
+        table.row([
+            "by cursor: gaps / duplicates".to_owned(),
+            format!(
+                "{} / {}",
+                format_count(result.cursor_gaps),
+                format_count(result.cursor_duplicates)
+            ),
+        ]);
+    }
+    table.row([
+        "publisher behind schedule, at worst".to_owned(),
+        format!("{:.1} ms", result.publisher_max_lag_ms),
+    ]);
     table.row([
         "gateway CPU-s per 1M deliveries".to_owned(),
         optional(result.gateway_cpu_secs_per_million_deliveries, 2),
@@ -419,183 +532,14 @@ fn latency_table(latency: &LatencySummary, ingest_ack: &LatencySummary) -> Strin
             .chain(latency.cells()),
     );
     table.row(
-        ["ingest ack (per request)".to_owned(), format_count(ingest_ack.count)]
-            .into_iter()
-            .chain(ingest_ack.cells()),
+        [
+            "publish ack (per request/batch)".to_owned(),
+            format_count(ingest_ack.count),
+        ]
+        .into_iter()
+        .chain(ingest_ack.cells()),
     );
     table.render()
-}
-
-/// Publishes the bench events through ingest at a fixed rate.
-#[derive(Debug)]
-struct Publisher {
-    client: reqwest::Client,
-    url: String,
-    rate: u32,
-    duration: Duration,
-    interval: Duration,
-    lanes: u32,
-    pad: String,
-}
-
-/// What was published.
-#[derive(Debug)]
-struct Published {
-    events: u64,
-    /// Events per lane (a lane's sequence numbers run 0..count).
-    per_lane: Vec<u64>,
-    requests: u64,
-    errors: u64,
-    error_example: Option<String>,
-    /// Time from sending each publish request to ingest's acknowledgement (successes only).
-    ack_latency: Histogram<u64>,
-}
-
-impl Published {
-    fn new(lanes: u32) -> Self {
-        Self {
-            events: 0,
-            per_lane: vec![0; lanes as usize],
-            requests: 0,
-            errors: 0,
-            error_example: None,
-            ack_latency: latency_histogram(),
-        }
-    }
-}
-
-/// Most events in one ingest request (ingest's own default limit).
-const MAX_BATCH: u64 = 1_000;
-
-impl Publisher {
-    fn new(rig: &Rig, args: &PublishArgs, rate: u32) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .context("building the publisher's HTTP client")?;
-        Ok(Self {
-            client,
-            url: rig.events_url(),
-            rate,
-            duration: args.duration,
-            interval: args.batch_interval,
-            lanes: args.lanes,
-            pad: padding(args.payload_bytes),
-        })
-    }
-
-    /// Publishes for `duration`, one request in flight, printing progress each second.
-    async fn run(&self, rig: &mut Rig, fleet: &Fleet) -> anyhow::Result<Published> {
-        let start = Instant::now();
-        let end = start + self.duration;
-        let total = (f64::from(self.rate) * self.duration.as_secs_f64()).round() as u64;
-        let mut published = Published::new(self.lanes);
-        let mut ticks = tokio::time::interval(self.interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut next_print = start + Duration::from_secs(1);
-        let mut printed = (0, fleet.counts().probes);
-        loop {
-            ticks.tick().await;
-            let now = Instant::now();
-            if now >= next_print {
-                next_print += Duration::from_secs(1);
-                rig.ensure_running()?;
-                let counts = fleet.counts();
-                eprintln!(
-                    "  publish {:>3}s: {:>6} events/s sent, {:>10} deliveries/s, {} open",
-                    (now - start).as_secs(),
-                    format_count(published.events - printed.0),
-                    format_count(counts.probes - printed.1),
-                    format_count(counts.open()),
-                );
-                printed = (published.events, counts.probes);
-            }
-            let due = if now >= end {
-                total
-            } else {
-                ((now - start).as_secs_f64() * f64::from(self.rate)) as u64
-            }
-            .min(total);
-            let batch = (due - published.events).min(MAX_BATCH);
-            if batch > 0 {
-                let body = self.body(&mut published, batch);
-                published.requests += 1;
-                let sent = Instant::now();
-                match self.post(body).await {
-                    Ok(()) => {
-                        let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        published.ack_latency.saturating_record(micros.max(1));
-                    }
-                    Err(err) => {
-                        published.errors += 1;
-                        published.error_example.get_or_insert(err);
-                    }
-                }
-            }
-            if published.events >= total {
-                return Ok(published);
-            }
-            // Bounded even if ingest stalls: give up on the remainder well past the end.
-            if now >= end + Duration::from_secs(10) {
-                return Ok(published);
-            }
-        }
-    }
-
-    /// A JSON array of `count` events, advancing the lane counters.
-    fn body(&self, published: &mut Published, count: u64) -> String {
-        let sent_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_micros());
-        let mut body = String::with_capacity(count as usize * (self.pad.len() + 100) + 2);
-        body.push('[');
-        for index in 0..count {
-            let lane = (published.events % u64::from(self.lanes)) as usize;
-            let seq = published.per_lane[lane];
-            published.per_lane[lane] += 1;
-            published.events += 1;
-            if index > 0 {
-                body.push(',');
-            }
-            body.push_str(&event_json(lane, seq, sent_us, &self.pad));
-        }
-        body.push(']');
-        body
-    }
-
-    async fn post(&self, body: String) -> Result<(), String> {
-        let response = self
-            .client
-            .post(&self.url)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|err| err.to_string())?;
-        let status = response.status();
-        if status.is_success() {
-            // The acknowledgements are not needed; reading the body frees the connection.
-            let _ = response.bytes().await;
-            Ok(())
-        } else {
-            let text = response.text().await.unwrap_or_default();
-            Err(format!("{status}: {}", text.chars().take(200).collect::<String>()))
-        }
-    }
-}
-
-/// One event, `{"key":"lane-L","data":{"lane":L,"seq":S,"sent_us":T,"pad":"…"}}`.
-fn event_json(lane: usize, seq: u64, sent_us: u128, pad: &str) -> String {
-    format!(r#"{{"key":"lane-{lane}","data":{{"lane":{lane},"seq":{seq},"sent_us":{sent_us},"pad":"{pad}"}}}}"#)
-}
-
-/// Padding that brings a typical event's data to `payload_bytes` (a 16-digit timestamp, a
-/// 6-digit sequence number, a 1-digit lane).
-fn padding(payload_bytes: usize) -> String {
-    let typical = r#"{"lane":0,"seq":000000,"sent_us":0000000000000000,"pad":""}"#.len();
-    "x".repeat(payload_bytes.saturating_sub(typical))
 }
 
 #[cfg(test)]
@@ -604,56 +548,6 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
-    use crate::sse_wire::{parse_probe, Probe};
-
-    #[test]
-    fn events_carry_a_probe_the_holders_can_read() {
-        let pad = padding(100);
-        let event = event_json(3, 123_456, 1_732_000_000_000_000, &pad);
-        let value: serde_json::Value = serde_json::from_str(&event).unwrap();
-        assert_eq!(value["key"], "lane-3");
-        let data = serde_json::to_string(&value["data"]).unwrap();
-        assert_eq!(data.len(), 100, "{data}");
-        assert_eq!(
-            parse_probe(data.as_bytes()),
-            Some(Probe {
-                lane: 3,
-                seq: 123_456,
-                sent_us: 1_732_000_000_000_000
-            })
-        );
-    }
-
-    #[test]
-    fn batches_rotate_lanes_and_number_each_lane_from_zero() {
-        let publisher = Publisher {
-            client: reqwest::Client::new(),
-            url: String::new(),
-            rate: 100,
-            duration: Duration::from_secs(1),
-            interval: Duration::from_millis(10),
-            lanes: 3,
-            pad: String::new(),
-        };
-        let mut published = Published::new(3);
-        let first: serde_json::Value = serde_json::from_str(&publisher.body(&mut published, 4)).unwrap();
-        let second: serde_json::Value = serde_json::from_str(&publisher.body(&mut published, 3)).unwrap();
-        let probes: Vec<(u64, u64)> = first
-            .as_array()
-            .unwrap()
-            .iter()
-            .chain(second.as_array().unwrap())
-            .map(|event| {
-                (
-                    event["data"]["lane"].as_u64().unwrap(),
-                    event["data"]["seq"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        assert_eq!(probes, [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1), (0, 2)]);
-        assert_eq!(published.events, 7);
-        assert_eq!(published.per_lane, [3, 2, 2]);
-    }
 
     #[test]
     fn scenario_defaults_differ_only_in_scale() {
@@ -661,14 +555,30 @@ mod tests {
         let Command::Fanout(fanout) = parse(&["sluice-bench", "fanout"]) else {
             panic!("not fanout");
         };
-        assert_eq!((fanout.connections, fanout.rate), (10_000, 100));
+        assert_eq!((fanout.connections, fanout.rate), (10_000, 100.0));
         let Command::Latency(latency) = parse(&["sluice-bench", "latency"]) else {
             panic!("not latency");
         };
-        assert_eq!((latency.connections, latency.rate), (1_000, 1_000));
+        assert_eq!((latency.connections, latency.rate), (1_000, 1_000.0));
         assert_eq!(latency.publish.duration, Duration::from_secs(20));
         assert_eq!(latency.publish.clients.client_processes, 2);
         assert_eq!(latency.publish.clients.source_addrs.len(), 8);
+        let Command::Keyed(keyed) = parse(&["sluice-bench", "keyed", "--ramp-per-sec", "500"]) else {
+            panic!("not keyed");
+        };
+        assert_eq!((keyed.connections, keyed.publish.clients.ramp_rate), (10_000, 500));
+        assert!(Cli::try_parse_from(["sluice-bench", "fanout", "--rate", "0"]).is_err());
         assert!(Cli::try_parse_from(["sluice-bench", "fanout", "--connections", "20000"]).is_err());
+        assert!(Cli::try_parse_from(["sluice-bench", "keyed", "--connections", "0"]).is_err());
+    }
+
+    #[test]
+    fn keyed_runs_expect_one_delivery_per_event() {
+        let keyed = Shape::keyed(10_000, 5_000.0);
+        assert_eq!(keyed.lanes, 10_000);
+        assert_eq!(keyed.expected_deliveries(150_000, 10_000), 150_000);
+        assert_eq!(expand_path(keyed.query(), 42), "key=lane-42");
+        let fanout = Shape::fanout("fanout", 10_000, 100.0, 8);
+        assert_eq!(fanout.expected_deliveries(2_000, 10_000), 20_000_000);
     }
 }

@@ -35,20 +35,30 @@ use tokio::sync::watch;
 use tokio::task::{JoinSet, LocalSet};
 use tokio::time::Instant;
 
-use crate::cli::parse_positive_duration;
+use crate::cli::{parse_duration, parse_positive_duration};
 use crate::report::latency_histogram;
-use crate::sse_wire::{parse_probe, parse_response_head, ChunkedDecoder, Frame, LaneTracker, Observation, SseParser};
+use crate::sse_wire::{
+    expand_path, parse_probe, parse_response_head, ChunkedDecoder, CursorStep, CursorTracker, Frame, LaneTracker,
+    Observation, SseParser,
+};
 
-/// Flags of the hidden `sluice-bench hold` subcommand (spawned by `idle`, `fanout`, `latency`).
+/// Flags of the hidden `sluice-bench hold` subcommand (spawned by the gateway scenarios).
 #[derive(Debug, Clone, clap::Args)]
 pub struct HoldArgs {
-    /// The gateway's SSE listener, `IP:PORT`.
-    #[arg(long, value_name = "ADDR")]
-    pub target: SocketAddr,
+    /// SSE listeners, `IP:PORT` (comma-separated). Connections open on the first; a
+    /// reconnect moves on to the next one, round robin, as an ingress without stickiness
+    /// would send it elsewhere.
+    #[arg(long, value_name = "ADDR,ADDR,...", value_delimiter = ',', required = true)]
+    pub target: Vec<SocketAddr>,
 
-    /// Request path and query, e.g. `/v1/streams/bench?from=latest`.
+    /// Request path and query, e.g. `/v1/streams/bench?from=latest`; `{i}` is replaced by the
+    /// connection's global index (`--index-offset` + its index here).
     #[arg(long, value_name = "PATH")]
     pub path: String,
+
+    /// Global index of this process's first connection, for `{i}` and `--lane-per-connection`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub index_offset: u32,
 
     /// Connections this process opens and holds.
     #[arg(long, value_name = "N")]
@@ -56,7 +66,7 @@ pub struct HoldArgs {
 
     /// Connections opened per second by this process.
     #[arg(long, value_name = "N", default_value_t = 1000.0)]
-    pub ramp_per_sec: f64,
+    pub ramp_rate: f64,
 
     /// Local addresses connections are bound to, round robin (comma-separated).
     #[arg(long, value_name = "IP,IP,...", value_delimiter = ',', default_value = "127.0.0.1")]
@@ -69,6 +79,29 @@ pub struct HoldArgs {
     /// Lanes of the bench payload to track for gaps and duplicates; 0 ignores payloads.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub lanes: u32,
+
+    /// Each connection expects only lane `index % lanes` (key-filtered subscriptions); an
+    /// event of another lane counts as misrouted.
+    #[arg(long)]
+    pub lane_per_connection: bool,
+
+    /// Also account gaps and duplicates by cursor: every event's id must move the stream's
+    /// offsets on by exactly one (unfiltered streams only).
+    #[arg(long)]
+    pub check_cursors: bool,
+
+    /// Reconnect after the server closes a stream or a connect fails, carrying the last id
+    /// seen as `Last-Event-ID`, after a jittered pause.
+    #[arg(long)]
+    pub reconnect: bool,
+
+    /// Longest pause before a reconnect; each pause is spread uniformly over 0..this.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub reconnect_jitter: Duration,
+
+    /// `Last-Event-ID` of every connection's first request: resume at this cursor.
+    #[arg(long, value_name = "CURSOR")]
+    pub last_event_id: Option<String>,
 
     /// Interval of status lines to the parent.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_positive_duration)]
@@ -106,6 +139,14 @@ pub struct HolderCounts {
     pub heartbeats: u64,
     /// Body bytes received (after chunked decoding).
     pub body_bytes: u64,
+    /// Connections re-established after a close (`--reconnect`).
+    pub reconnects: u64,
+    /// Reconnect attempts that failed (refused, timed out, not 200) and were retried.
+    pub reconnect_failures: u64,
+    /// Bench events received on a resumed connection that were sent before it resumed.
+    pub replayed: u64,
+    /// Wall clock (µs since the epoch) of the latest reconnect; merged by maximum.
+    pub last_reconnect_unix_us: u64,
 }
 
 impl HolderCounts {
@@ -118,11 +159,15 @@ impl HolderCounts {
         self.probes += other.probes;
         self.heartbeats += other.heartbeats;
         self.body_bytes += other.body_bytes;
+        self.reconnects += other.reconnects;
+        self.reconnect_failures += other.reconnect_failures;
+        self.replayed += other.replayed;
+        self.last_reconnect_unix_us = self.last_reconnect_unix_us.max(other.last_reconnect_unix_us);
     }
 
     /// Connections currently open.
     pub fn open(&self) -> u64 {
-        self.established - self.closed
+        (self.established + self.reconnects).saturating_sub(self.closed)
     }
 }
 
@@ -136,10 +181,18 @@ pub struct HolderFinal {
     pub missing_tail: u64,
     /// Bench events at or below a sequence number already received on their lane.
     pub duplicates: u64,
-    /// Bench events with a lane number beyond `--lanes`.
+    /// Bench events with a lane number beyond `--lanes`, or of another connection's lane.
     pub unknown_lane: u64,
+    /// Offsets skipped between consecutive ids (`--check-cursors`).
+    pub cursor_gaps: u64,
+    /// Ids that did not move the offsets on (`--check-cursors`).
+    pub cursor_duplicates: u64,
+    /// Ids that were not Sluice cursors (`--check-cursors`).
+    pub cursor_unreadable: u64,
     /// Latency histogram, as (value in µs, count) pairs: mergeable exactly.
     pub latency_us: Vec<(u64, u64)>,
+    /// Time from losing a connection to its next `200`, per reconnect, as (µs, count) pairs.
+    pub outage_us: Vec<(u64, u64)>,
     /// Connection failures and closes, by kind, with a first example.
     pub errors: BTreeMap<String, ErrorSample>,
 }
@@ -177,7 +230,6 @@ pub fn add_pairs(histogram: &mut Histogram<u64>, pairs: &[(u64, u64)]) {
 /// Everything the connections of this holder share.
 struct Shared {
     args: HoldArgs,
-    request: Vec<u8>,
     tally: RefCell<Tally>,
     /// One read buffer for all connections: a task reads into it and parses before it yields.
     scratch: RefCell<Vec<u8>>,
@@ -191,7 +243,11 @@ pub struct Tally {
     pub missing_tail: u64,
     pub duplicates: u64,
     pub unknown_lane: u64,
+    pub cursor_gaps: u64,
+    pub cursor_duplicates: u64,
+    pub cursor_unreadable: u64,
     pub latency: Histogram<u64>,
+    pub outage: Histogram<u64>,
     pub errors: BTreeMap<String, ErrorSample>,
 }
 
@@ -203,7 +259,11 @@ impl Default for Tally {
             missing_tail: 0,
             duplicates: 0,
             unknown_lane: 0,
+            cursor_gaps: 0,
+            cursor_duplicates: 0,
+            cursor_unreadable: 0,
             latency: latency_histogram(),
+            outage: latency_histogram(),
             errors: BTreeMap::new(),
         }
     }
@@ -212,14 +272,9 @@ impl Default for Tally {
 /// Runs the holder until stopped; the caller provides a current-thread runtime.
 pub async fn run(args: HoldArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!args.source_addrs.is_empty(), "--source-addrs is empty");
-    anyhow::ensure!(args.ramp_per_sec > 0.0, "--ramp-per-sec must be positive");
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nUser-Agent: sluice-bench\r\n\r\n",
-        args.path, args.target
-    )
-    .into_bytes();
+    anyhow::ensure!(args.ramp_rate > 0.0, "--ramp-rate must be positive");
+    anyhow::ensure!(!args.target.is_empty(), "--target is empty");
     let shared = Rc::new(Shared {
-        request,
         tally: RefCell::new(Tally::default()),
         scratch: RefCell::new(vec![0; 64 * 1024]),
         args,
@@ -243,9 +298,9 @@ async fn hold(shared: Rc<Shared>) -> anyhow::Result<()> {
                 if stop_rx.borrow().is_some() {
                     break;
                 }
-                let due = start + Duration::from_secs_f64(f64::from(index) / shared.args.ramp_per_sec);
+                let due = start + Duration::from_secs_f64(f64::from(index) / shared.args.ramp_rate);
                 tokio::time::sleep_until(due).await;
-                connections.spawn_local(connection(index, Rc::clone(&shared), stop_rx.clone()));
+                connections.spawn_local(client(index, Rc::clone(&shared), stop_rx.clone()));
             }
             connections
         })
@@ -292,7 +347,11 @@ async fn hold(shared: Rc<Shared>) -> anyhow::Result<()> {
         missing_tail: tally.missing_tail,
         duplicates: tally.duplicates,
         unknown_lane: tally.unknown_lane,
+        cursor_gaps: tally.cursor_gaps,
+        cursor_duplicates: tally.cursor_duplicates,
+        cursor_unreadable: tally.cursor_unreadable,
         latency_us: histogram_pairs(&tally.latency),
+        outage_us: histogram_pairs(&tally.outage),
         errors: tally.errors.clone(),
     })));
     Ok(())
@@ -321,88 +380,174 @@ fn emit(message: &HolderMessage) {
     let _ = stdout.write_all(&line).and_then(|()| stdout.flush());
 }
 
-/// One connection, from connect to stop.
-async fn connection(index: u32, shared: Rc<Shared>, mut stop: watch::Receiver<Option<Rc<Vec<u64>>>>) {
+/// The receiving end of a stop: `Some(published per lane)` once the parent said stop.
+type StopRx = watch::Receiver<Option<Rc<Vec<u64>>>>;
+
+/// One client, from its first connect to stop: with `--reconnect`, across every reconnect,
+/// keeping its books (lanes, cursor, last id) as a browser's `EventSource` keeps its
+/// `lastEventId`.
+async fn client(index: u32, shared: Rc<Shared>, mut stop: StopRx) {
     let args = &shared.args;
+    let global = args.index_offset + index;
+    let path = expand_path(&args.path, global);
+    let mut books = ClientBooks::new(args, global);
+    let mut target = 0;
+    let mut attempt: u64 = 0;
+    // When the current outage began; `None` until the first connection is established.
+    let mut lost_at: Option<Instant> = None;
+    let mut ever_connected = false;
     shared.tally.borrow_mut().counts.attempted += 1;
-    let source = args.source_addrs[index as usize % args.source_addrs.len()];
-    let opened = tokio::select! {
-        opened = tokio::time::timeout(args.connect_timeout, open(&shared, source)) => opened,
-        _ = stop.wait_for(Option::is_some) => return,
-    };
-    let (stream, body) = match opened {
-        Ok(Ok(opened)) => opened,
-        Ok(Err((kind, detail))) => {
-            let mut tally = shared.tally.borrow_mut();
-            tally.counts.failed += 1;
-            count_error(&mut tally.errors, kind, detail);
-            return;
-        }
-        Err(_) => {
-            let mut tally = shared.tally.borrow_mut();
-            tally.counts.failed += 1;
-            count_error(
-                &mut tally.errors,
+    loop {
+        let source = args.source_addrs[(index as usize + attempt as usize) % args.source_addrs.len()];
+        let opened = tokio::select! {
+            opened = tokio::time::timeout(
+                args.connect_timeout,
+                open(args.target[target], source, &path, books.last_id.as_deref()),
+            ) => opened.unwrap_or_else(|_| Err((
                 "connect timeout".into(),
                 format!("no 200 within {:?}", args.connect_timeout),
-            );
-            return;
-        }
-    };
-    shared.tally.borrow_mut().counts.established += 1;
-
-    let mut reader = StreamReader {
-        chunked: body.chunked.then(ChunkedDecoder::default),
-        decoded: Vec::new(),
-        sse: SseParser::default(),
-        lanes: LaneTracker::new(args.lanes as usize),
-    };
-    let early = reader.absorb(&shared, &body.leftover).err();
-
-    let end = if let Some(err) = early {
-        Some(("bad chunked body".to_owned(), err))
-    } else {
-        loop {
-            tokio::select! {
-                biased;
-                _ = stop.wait_for(Option::is_some) => break None,
-                ready = stream.readable() => {
-                    if let Err(err) = ready {
-                        break Some(("read error".to_owned(), err.to_string()));
+            ))),
+            _ = stop.wait_for(Option::is_some) => break,
+        };
+        let (stream, body) = match opened {
+            Ok(opened) => opened,
+            Err((kind, detail)) => {
+                {
+                    let mut tally = shared.tally.borrow_mut();
+                    if ever_connected {
+                        tally.counts.reconnect_failures += 1;
+                        count_error(&mut tally.errors, format!("reconnect: {kind}"), detail);
+                    } else {
+                        tally.counts.failed += 1;
+                        count_error(&mut tally.errors, kind, detail);
                     }
-                    let mut scratch = shared.scratch.borrow_mut();
-                    match stream.try_read(&mut scratch) {
-                        Ok(0) => break Some(("closed by server".to_owned(), "EOF".to_owned())),
-                        Ok(n) => {
-                            if let Err(err) = reader.absorb(&shared, &scratch[..n]) {
-                                break Some(("bad chunked body".to_owned(), err));
-                            }
-                            if reader.chunked.as_ref().is_some_and(ChunkedDecoder::is_done) {
-                                break Some(("closed by server".to_owned(), "end of chunked body".to_owned()));
-                            }
-                        }
-                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(err) => break Some(("read error".to_owned(), err.to_string())),
-                    }
+                }
+                if !(ever_connected && args.reconnect) {
+                    break;
+                }
+                target = (target + 1) % args.target.len();
+                attempt += 1;
+                if !pause(jitter(args.reconnect_jitter, global, attempt), &mut stop).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        {
+            let mut tally = shared.tally.borrow_mut();
+            match lost_at.take() {
+                None => tally.counts.established += 1,
+                Some(lost) => {
+                    tally.counts.reconnects += 1;
+                    let now = unix_micros();
+                    tally.counts.last_reconnect_unix_us = tally.counts.last_reconnect_unix_us.max(now);
+                    let outage = u64::try_from(lost.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    tally.outage.saturating_record(outage.max(1));
+                    books.resumed_at_us = now;
                 }
             }
         }
-    };
-    drop(stream);
-    if let Some((kind, detail)) = end {
-        let mut tally = shared.tally.borrow_mut();
-        tally.counts.closed += 1;
-        count_error(&mut tally.errors, kind, detail);
+        ever_connected = true;
+        let end = read_stream(&shared, stream, body, &mut books, &mut stop).await;
+        let Some((kind, detail)) = end else {
+            break;
+        };
+        {
+            let mut tally = shared.tally.borrow_mut();
+            tally.counts.closed += 1;
+            count_error(&mut tally.errors, kind, detail);
+        }
+        if !args.reconnect {
+            break;
+        }
+        lost_at = Some(Instant::now());
+        target = (target + 1) % args.target.len();
+        attempt += 1;
+        if !pause(jitter(args.reconnect_jitter, global, attempt), &mut stop).await {
+            break;
+        }
     }
-    // A connection closed early still owes its missing tail to the books; wait for the stop.
+    // Whatever ended the client, it owes its missing tail to the books; wait for the stop.
     let published = match stop.wait_for(Option::is_some).await {
         Ok(published) => published.clone().unwrap_or_default(),
         Err(_) => Rc::default(),
     };
-    let missing = reader.lanes.missing_tail(&published);
+    let missing = books.missing_tail(&published);
     let mut tally = shared.tally.borrow_mut();
     tally.missing_tail += missing;
     tally.gaps += missing;
+}
+
+/// Sleeps `duration` unless stopped first; `false` when stopped.
+async fn pause(duration: Duration, stop: &mut StopRx) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => true,
+        _ = stop.wait_for(Option::is_some) => false,
+    }
+}
+
+/// A pause spread uniformly over `0..max`, different for every client and attempt, and the
+/// same on every run (a hash, not a random generator: runs stay comparable).
+pub fn jitter(max: Duration, client: u32, attempt: u64) -> Duration {
+    let fraction = (splitmix64((u64::from(client) << 32) ^ attempt) >> 11) as f64 / (1u64 << 53) as f64;
+    max.mul_f64(fraction)
+}
+
+/// SplitMix64's finaliser: a well-spread 64-bit hash of `x`.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Reads one response body until stopped (`None`) or the stream ends (`Some((kind, detail))`).
+async fn read_stream(
+    shared: &Shared,
+    stream: TcpStream,
+    body: OpenedBody,
+    books: &mut ClientBooks,
+    stop: &mut StopRx,
+) -> Option<(String, String)> {
+    let mut decoder = BodyDecoder {
+        chunked: body.chunked.then(ChunkedDecoder::default),
+        decoded: Vec::new(),
+        sse: SseParser::default(),
+    };
+    if let Err(err) = decoder.absorb(shared, books, &body.leftover) {
+        return Some(("bad chunked body".to_owned(), err));
+    }
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(Option::is_some) => return None,
+            ready = stream.readable() => {
+                if let Err(err) = ready {
+                    return Some(("read error".to_owned(), err.to_string()));
+                }
+                let mut scratch = shared.scratch.borrow_mut();
+                match stream.try_read(&mut scratch) {
+                    Ok(0) => return Some(("closed by server".to_owned(), "EOF".to_owned())),
+                    Ok(n) => {
+                        if let Err(err) = decoder.absorb(shared, books, &scratch[..n]) {
+                            return Some(("bad chunked body".to_owned(), err));
+                        }
+                        if decoder.chunked.as_ref().is_some_and(ChunkedDecoder::is_done) {
+                            return Some(("closed by server".to_owned(), "end of chunked body".to_owned()));
+                        }
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(err) => return Some(("read error".to_owned(), err.to_string())),
+                }
+            }
+        }
+    }
 }
 
 /// A decoded response head and the body bytes that came in the same reads.
@@ -411,19 +556,29 @@ struct OpenedBody {
     leftover: Vec<u8>,
 }
 
-/// Connects from `source`, sends the GET and reads the response head; `Err((kind, detail))`.
-async fn open(shared: &Shared, source: Ipv4Addr) -> Result<(TcpStream, OpenedBody), (String, String)> {
+/// Connects to `target` from `source`, sends the GET (with `Last-Event-ID` when resuming) and
+/// reads the response head; `Err((kind, detail))`.
+async fn open(
+    target: SocketAddr,
+    source: Ipv4Addr,
+    path: &str,
+    last_event_id: Option<&str>,
+) -> Result<(TcpStream, OpenedBody), (String, String)> {
     let socket = TcpSocket::new_v4().map_err(|err| ("socket".to_owned(), err.to_string()))?;
     socket
         .bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))
         .map_err(|err| ("bind".to_owned(), format!("{source}: {err}")))?;
     let mut stream = socket
-        .connect(shared.args.target)
+        .connect(target)
         .await
         .map_err(|err| ("connect".to_owned(), err.to_string()))?;
     let _ = stream.set_nodelay(true);
+    let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {target}\r\nAccept: text/event-stream\r\nUser-Agent: sluice-bench\r\n{resume}\r\n"
+    );
     stream
-        .write_all(&shared.request)
+        .write_all(request.as_bytes())
         .await
         .map_err(|err| ("send request".to_owned(), err.to_string()))?;
     let mut head = Vec::new();
@@ -469,17 +624,58 @@ async fn open(shared: &Shared, source: Ipv4Addr) -> Result<(TcpStream, OpenedBod
     }
 }
 
-/// A connection's body decoding and bookkeeping.
-struct StreamReader {
+/// One client's bookkeeping, kept across reconnects.
+struct ClientBooks {
+    lanes: LaneTracker,
+    /// With `--lane-per-connection`: the only lane this client may receive (tracked as lane 0).
+    own_lane: Option<u32>,
+    cursors: Option<CursorTracker>,
+    /// The last id received, sent back as `Last-Event-ID` (kept only with `--reconnect`).
+    last_id: Option<String>,
+    /// Wall clock of the latest resume (µs); events sent before it were replayed.
+    resumed_at_us: u64,
+}
+
+impl ClientBooks {
+    fn new(args: &HoldArgs, global_index: u32) -> Self {
+        let own_lane = (args.lane_per_connection && args.lanes > 0).then(|| global_index % args.lanes);
+        Self {
+            lanes: LaneTracker::new(if own_lane.is_some() { 1 } else { args.lanes as usize }),
+            own_lane,
+            cursors: args.check_cursors.then(CursorTracker::default),
+            last_id: args.last_event_id.clone().or_else(|| args.reconnect.then(String::new)),
+            resumed_at_us: 0,
+        }
+    }
+
+    /// Events published after the last one this client saw.
+    fn missing_tail(&self, published: &[u64]) -> u64 {
+        match self.own_lane {
+            Some(lane) => self
+                .lanes
+                .missing_tail(&[published.get(lane as usize).copied().unwrap_or(0)]),
+            None => self.lanes.missing_tail(published),
+        }
+    }
+
+    fn remember_id(&mut self, id: &[u8]) {
+        if let Some(last) = &mut self.last_id {
+            last.clear();
+            last.push_str(&String::from_utf8_lossy(id));
+        }
+    }
+}
+
+/// One response's body decoding.
+struct BodyDecoder {
     chunked: Option<ChunkedDecoder>,
     decoded: Vec<u8>,
     sse: SseParser,
-    lanes: LaneTracker,
 }
 
-impl StreamReader {
+impl BodyDecoder {
     /// Decodes `received` body bytes and tallies the frames they complete.
-    fn absorb(&mut self, shared: &Shared, received: &[u8]) -> Result<(), String> {
+    fn absorb(&mut self, shared: &Shared, books: &mut ClientBooks, received: &[u8]) -> Result<(), String> {
         let body: &[u8] = match &mut self.chunked {
             Some(decoder) => {
                 self.decoded.clear();
@@ -492,17 +688,25 @@ impl StreamReader {
             return Ok(());
         }
         // One clock reading per read: the frames of one read arrived together.
-        let now_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX));
+        let now_us = unix_micros();
         let track = shared.args.lanes > 0;
         let mut tally = shared.tally.borrow_mut();
         let tally = &mut *tally;
         tally.counts.body_bytes += body.len() as u64;
-        let lanes = &mut self.lanes;
         self.sse.feed(body, &mut |frame| match frame {
-            Frame::Event { data } => {
+            Frame::Event { data, id } => {
                 tally.counts.events += 1;
+                if let Some(id) = id {
+                    if let Some(cursors) = &mut books.cursors {
+                        match cursors.observe(id) {
+                            CursorStep::First | CursorStep::Next => {}
+                            CursorStep::Gap(skipped) => tally.cursor_gaps += skipped,
+                            CursorStep::Duplicate => tally.cursor_duplicates += 1,
+                            CursorStep::Unreadable => tally.cursor_unreadable += 1,
+                        }
+                    }
+                    books.remember_id(id);
+                }
                 if !track {
                     return;
                 }
@@ -513,15 +717,27 @@ impl StreamReader {
                 tally
                     .latency
                     .saturating_record(now_us.saturating_sub(probe.sent_us).max(1));
-                match lanes.observe(probe.lane, probe.seq) {
+                if probe.sent_us < books.resumed_at_us {
+                    tally.counts.replayed += 1;
+                }
+                let lane = match books.own_lane {
+                    None => probe.lane,
+                    Some(own) if own == probe.lane => 0,
+                    Some(_) => {
+                        tally.unknown_lane += 1;
+                        return;
+                    }
+                };
+                match books.lanes.observe(lane, probe.seq) {
                     Observation::InOrder => {}
                     Observation::Gap(skipped) => tally.gaps += skipped,
                     Observation::Duplicate => tally.duplicates += 1,
                     Observation::UnknownLane => tally.unknown_lane += 1,
                 }
             }
+            Frame::IdOnly { id } => books.remember_id(id),
             Frame::Comment => tally.counts.heartbeats += 1,
-            Frame::IdOnly | Frame::Retry => {}
+            Frame::Retry => {}
         });
         Ok(())
     }
@@ -590,5 +806,28 @@ mod tests {
         assert_eq!(back.gaps, 4);
         assert_eq!(back.errors["http 503"].count, 2);
         assert_eq!(back.errors["http 503"].example, "first");
+    }
+
+    #[test]
+    fn jitter_spreads_pauses_within_the_bound() {
+        let max = Duration::from_secs(2);
+        let pauses: Vec<Duration> = (0..1_000).map(|client| jitter(max, client, 1)).collect();
+        assert!(pauses.iter().all(|&pause| pause < max));
+        let mean = pauses.iter().sum::<Duration>().as_secs_f64() / 1_000.0;
+        assert!((0.9..1.1).contains(&mean), "mean pause {mean}s");
+        assert_eq!(jitter(max, 7, 3), jitter(max, 7, 3));
+        assert_ne!(jitter(max, 7, 3), jitter(max, 7, 4));
+        assert_eq!(jitter(Duration::ZERO, 7, 3), Duration::ZERO);
+    }
+
+    #[test]
+    fn open_counts_reconnected_clients() {
+        let counts = HolderCounts {
+            established: 10,
+            reconnects: 7,
+            closed: 10,
+            ..HolderCounts::default()
+        };
+        assert_eq!(counts.open(), 7);
     }
 }

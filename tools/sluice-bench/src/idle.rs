@@ -23,23 +23,26 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::cli::parse_positive_duration;
-use crate::machine::Machine;
+use crate::fanout::ramp_timeout;
 use crate::procfs::KernelSocketMemory;
-use crate::report::{format_bytes, format_count, format_duration, write_json, Table};
+use crate::report::{format_bytes, format_count, format_duration, Table};
 use crate::rig::{
-    cpu_seconds, header, ClientArgs, Fleet, FleetPlan, JsonHeader, Rig, RigArgs, MAX_CONNECTIONS_PER_PROCESS,
+    cpu_seconds, header, write_report, ClientArgs, Fleet, FleetPlan, Rig, RigArgs, RunStart,
+    MAX_CONNECTIONS_PER_PROCESS,
 };
 
 /// Flags of `sluice-bench idle`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct IdleArgs {
     /// SSE connections to open and hold, all on one stream of one gateway.
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONNECTIONS_PER_PROCESS)))]
+    /// (The gateway's and each helper's open-file limit bound it: spread the helpers with
+    /// `--client-processes`.)
+    #[arg(long, value_name = "N", default_value_t = 15_000, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONNECTIONS_PER_PROCESS)))]
     pub connections: u32,
 
     /// How long to hold the connections once all are established; RSS is sampled each second
-    /// and the last sample counts.
-    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_positive_duration)]
+    /// and the last sample counts. A minute sees four of the gateway's 15 s heartbeats.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_positive_duration)]
     pub hold: Duration,
 
     /// How long to let the gateway settle after the preflight subscription, before the
@@ -95,7 +98,7 @@ struct IdleResult {
 }
 
 async fn run_inner(args: IdleArgs) -> anyhow::Result<()> {
-    let machine = Machine::detect();
+    let start = RunStart::now();
     let max_connections = args.rig.gateway_max_connections.unwrap_or(args.connections + 1_000);
     let mut rig = Rig::start(&args.rig, max_connections).await?;
     let rss_start = rig.gateway_rss();
@@ -113,21 +116,19 @@ async fn run_inner(args: IdleArgs) -> anyhow::Result<()> {
     eprintln!(
         "opening {} connections at {}/s over {} helper processes…",
         format_count(u64::from(args.connections)),
-        format_count(u64::from(args.clients.ramp_per_sec)),
+        format_count(u64::from(args.clients.ramp_rate)),
         args.clients.client_processes
     );
-    let mut fleet = Fleet::spawn(&FleetPlan {
-        target: rig.gateway_addr,
-        path: rig.stream_path(""),
-        connections: args.connections,
-        clients: args.clients.clone(),
-        lanes: 0,
-        deadline: args.rig.timeout + Duration::from_secs(30),
-    })?;
-    let ramp_timeout = Duration::from_secs_f64(f64::from(args.connections) / f64::from(args.clients.ramp_per_sec))
-        + args.clients.connect_timeout
-        + Duration::from_secs(10);
-    let ramp = fleet.wait_established(&mut rig, ramp_timeout).await?;
+    let mut fleet = Fleet::spawn(&FleetPlan::new(
+        rig.server_addrs(),
+        rig.stream_path(""),
+        args.connections,
+        &args.clients,
+        args.rig.timeout + Duration::from_secs(30),
+    ))?;
+    let ramp = fleet
+        .wait_established(&mut rig, ramp_timeout(args.connections, &args.clients))
+        .await?;
     let at_hold = fleet.counts();
 
     eprintln!("holding for {}…", format_duration(args.hold));
@@ -194,44 +195,26 @@ async fn run_inner(args: IdleArgs) -> anyhow::Result<()> {
          from {} helper processes, held {}",
         format_count(u64::from(args.connections)),
         rig.stream,
-        format_count(u64::from(args.clients.ramp_per_sec)),
+        format_count(u64::from(args.clients.ramp_rate)),
         args.clients.client_processes,
         format_duration(args.hold),
     );
-    print!("{}", header("idle", &machine, &rig, &workload));
+    print!("{}", header("idle", &start, &rig, &workload));
     print!("\n{}", results_table(&result));
     if !fleet_result.errors.is_empty() {
         print!("\nconnection failures and closes:\n{}", fleet_result.error_lines());
     }
     if let Some(path) = &args.json {
-        #[derive(Serialize)]
-        struct Report<'a> {
-            #[serde(flatten)]
-            header: JsonHeader<'a>,
-            settings: serde_json::Value,
-            results: &'a IdleResult,
-        }
-        let report = Report {
-            header: JsonHeader {
-                tool: "sluice-bench",
-                version: env!("CARGO_PKG_VERSION"),
-                scenario: "idle",
-                machine: &machine,
-                kafka_bootstrap: &rig.kafka_bootstrap,
-                gateway: format!("http://{}", rig.gateway_addr),
-            },
-            settings: serde_json::json!({
-                "connections": args.connections,
-                "hold_secs": args.hold.as_secs_f64(),
-                "ramp_per_sec": args.clients.ramp_per_sec,
-                "client_processes": args.clients.client_processes,
-                "stream": rig.stream,
-                "gateway_max_connections": max_connections,
-                "gateway_args": args.rig.gateway_args,
-            }),
-            results: &result,
-        };
-        write_json(path, &report)?;
+        let settings = serde_json::json!({
+            "connections": args.connections,
+            "hold_secs": args.hold.as_secs_f64(),
+            "ramp_rate": args.clients.ramp_rate,
+            "client_processes": args.clients.client_processes,
+            "stream": rig.stream,
+            "gateway_max_connections": max_connections,
+            "gateway_args": args.rig.gateway_args,
+        });
+        write_report(path, "idle", &start, &rig, settings, &result)?;
     }
     rig.stop().await?;
     if result.established == 0 {

@@ -106,6 +106,7 @@ pub struct IngestArgs {
 /// Runs every phase and prints the report; fails if a phase had no successful request.
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let machine = Machine::detect();
+    let load_average_start = crate::procfs::load_average();
 
     let (target, mut stack) = match &args.url {
         Some(url) => (Target::external(url), None),
@@ -160,7 +161,10 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
             tool: "sluice-bench",
             version: env!("CARGO_PKG_VERSION"),
             scenario: "ingest",
+            command: crate::rig::command_line(),
             machine: &machine,
+            load_average_start,
+            load_average_end: crate::procfs::load_average(),
             target: &target,
             settings: Settings::from(&args),
             phases: &phases,
@@ -679,7 +683,12 @@ struct JsonReport<'a> {
     tool: &'static str,
     version: &'static str,
     scenario: &'static str,
+    /// The command line of this run, as typed.
+    command: String,
     machine: &'a Machine,
+    /// `/proc/loadavg` when the run started and ended.
+    load_average_start: Option<[f64; 3]>,
+    load_average_end: Option<[f64; 3]>,
     target: &'a Target,
     settings: Settings,
     phases: &'a [PhaseResult],

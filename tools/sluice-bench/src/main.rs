@@ -1,12 +1,16 @@
 //! `sluice-bench`: the load generator and benchmark harness for Sluice.
 //!
 //! Each scenario is a subcommand with its own module: [`ingest`] drives the ingest API;
-//! [`idle`] and [`fanout`] (which also serves `latency`) measure the gateway, with the help of
-//! [`rig`] (broker, ingest and gateway as separate processes; the fleet of subscriber
+//! [`idle`], [`fanout`] (which also serves `latency` and `keyed`), [`reconnect`] (a storm
+//! after a gateway dies) and [`catchup`] (one client far behind) measure the gateway, with the
+//! help of [`rig`] (broker, ingest and gateways as separate processes; the fleet of subscriber
 //! processes), [`hold`] (the hidden `hold` subcommand those subscriber processes run),
-//! [`sse_wire`] (the SSE client's byte-level parsing) and [`procfs`] (memory and CPU from
-//! `/proc`). The modules around them hold what every scenario needs, so a new one is mostly
-//! its load loop:
+//! [`publish`] (the open-loop publisher, through ingest or straight to Kafka), [`sse_wire`]
+//! (the SSE client's byte-level parsing and gap/duplicate accounting) and [`procfs`] (memory
+//! and CPU from `/proc`). [`baseline`] is the bare SSE server the same scenarios run against
+//! for this machine's floor, [`broker`] a mock Kafka with a topic of many partitions, and
+//! [`benchmarks`] writes BENCHMARKS.md from the results. The modules around them hold what
+//! every scenario needs, so a new one is mostly its load loop:
 //!
 //! - [`cli`]: the command line, and the argument parsers scenarios share;
 //! - [`machine`]: what hardware the numbers were measured on, because a figure without its
@@ -19,6 +23,10 @@
 //! This file only builds the runtime and dispatches; results go to stdout, progress and
 //! diagnostics to stderr, so `sluice-bench ingest > result.txt` captures just the report.
 
+mod baseline;
+mod benchmarks;
+mod broker;
+mod catchup;
 mod cli;
 mod fanout;
 mod hold;
@@ -27,6 +35,8 @@ mod ingest;
 mod machine;
 mod procfs;
 mod progress;
+mod publish;
+mod reconnect;
 mod report;
 mod rig;
 mod sse_wire;
@@ -43,20 +53,25 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A holder runs on one thread of its own; the parent measures, so it stays out of the way.
-    let cli = match cli.command {
-        Command::Hold(args) => {
-            return match hold::run_blocking(args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("error: {err:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        command => Cli { command, ..cli },
+    // Helpers run on runtimes of their own (or none); the parent measures, so it stays out of
+    // the way.
+    let helper = match cli.command {
+        Command::Hold(args) => hold::run_blocking(args),
+        Command::BaselineServer(args) => baseline::run_blocking(args),
+        Command::Broker(args) => broker::run_blocking(&args),
+        Command::Report(args) => benchmarks::run(&args),
+        command => return run_scenario(Cli { command, ..cli }),
     };
+    match helper {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
+fn run_scenario(cli: Cli) -> ExitCode {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Some(threads) = cli.threads {
@@ -94,8 +109,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Ingest(args) => ingest::run(args).await,
         Command::Idle(args) => idle::run(args).await,
-        Command::Fanout(args) => fanout::run("fanout", args.connections, args.rate, args.publish).await,
-        Command::Latency(args) => fanout::run("latency", args.connections, args.rate, args.publish).await,
-        Command::Hold(_) => unreachable!("hold runs on its own runtime, dispatched in main"),
+        Command::Fanout(args) => {
+            let shape = fanout::Shape::fanout("fanout", args.connections, args.rate, args.lanes);
+            fanout::run(shape, args.publish).await
+        }
+        Command::Latency(args) => {
+            let shape = fanout::Shape::fanout("latency", args.connections, args.rate, args.lanes);
+            fanout::run(shape, args.publish).await
+        }
+        Command::Keyed(args) => fanout::run(fanout::Shape::keyed(args.connections, args.rate), args.publish).await,
+        Command::Reconnect(args) => reconnect::run(args).await,
+        Command::Catchup(args) => catchup::run(args).await,
+        Command::Hold(_) | Command::BaselineServer(_) | Command::Broker(_) | Command::Report(_) => {
+            unreachable!("helpers and the report are dispatched in main")
+        }
     }
 }

@@ -25,6 +25,35 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_sec() as f64))
 }
 
+/// The load average (1, 5 and 15 minutes) from `/proc/loadavg`.
+pub fn load_average() -> Option<[f64; 3]> {
+    parse_loadavg(&std::fs::read_to_string("/proc/loadavg").ok()?)
+}
+
+/// Parses `0.52 0.58 0.59 1/467 12345`.
+fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
+    let mut fields = text.split_whitespace().map(str::parse::<f64>);
+    Some([fields.next()?.ok()?, fields.next()?.ok()?, fields.next()?.ok()?])
+}
+
+/// Sums every series of a (labelled) counter whose labels contain `label="value"`: e.g. the
+/// `sluice_gateway_resumes_total` series with `source="memory"`, whatever their outcome.
+pub fn sum_metric(exposition: &str, name: &str, label: &str) -> f64 {
+    exposition
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            labels.split(',').any(|pair| pair == label).then_some(value)
+        })
+        .filter_map(|value| value.split_whitespace().next()?.parse::<f64>().ok())
+        // A fold from +0: an empty f64 `sum()` is -0, which prints as "-0".
+        .fold(0.0, |sum, value| sum + value)
+}
+
 /// System-wide kernel memory relevant to sockets, at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct KernelSocketMemory {
@@ -183,5 +212,26 @@ sluice_gateway_connections_active 9998
         );
         assert_eq!(parse_metric("x{pod=\"a\"} 7\n", "x"), Some(7.0));
         assert_eq!(parse_metric("y 1\n", "x"), None);
+    }
+
+    #[test]
+    fn reads_the_load_average() {
+        assert_eq!(parse_loadavg("0.52 1.58 2.00 1/467 12345\n"), Some([0.52, 1.58, 2.0]));
+        assert_eq!(parse_loadavg("garbage"), None);
+    }
+
+    #[test]
+    fn sums_labelled_series_by_one_label() {
+        let exposition = "\
+# TYPE sluice_gateway_resumes_total counter
+sluice_gateway_resumes_total{source=\"memory\",outcome=\"exact\"} 9000
+sluice_gateway_resumes_total{source=\"memory\",outcome=\"gap\"} 2
+sluice_gateway_resumes_total{source=\"kafka\",outcome=\"exact\"} 998
+sluice_gateway_resumes_total_created 5
+";
+        let name = "sluice_gateway_resumes_total";
+        assert_eq!(sum_metric(exposition, name, "source=\"memory\""), 9_002.0);
+        assert_eq!(sum_metric(exposition, name, "source=\"kafka\""), 998.0);
+        assert_eq!(sum_metric(exposition, name, "source=\"disk\""), 0.0);
     }
 }

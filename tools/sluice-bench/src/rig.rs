@@ -27,16 +27,38 @@ use crate::cli::parse_positive_duration;
 use crate::hold::{add_pairs, HolderCounts, HolderFinal, HolderMessage, Tally};
 use crate::machine::Machine;
 use crate::procfs;
-use crate::report::{format_bytes, format_count};
+use crate::publish::{Published, Publisher};
+use crate::report::{format_bytes, format_count, write_json};
 use crate::stack::{free_loopback_ports, sibling_binary, Service};
 
 /// Connections one process can hold: the machine allows 20,000 open files per process, and a
 /// process needs some descriptors besides its sockets.
 pub const MAX_CONNECTIONS_PER_PROCESS: u32 = 19_000;
 
+/// What serves the SSE connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerKind {
+    /// `sluice-gateway`, with the broker and ingest beside it.
+    Gateway,
+    /// `sluice-bench baseline-server`: a bare tokio SSE writer, this machine's floor.
+    Baseline,
+}
+
 /// Flags for the system under test, shared by the gateway scenarios.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RigArgs {
+    /// What serves the connections: the gateway, or the baseline server (same workload, no
+    /// Kafka: the floor every gateway figure is compared with).
+    #[arg(long, value_enum, default_value_t = ServerKind::Gateway)]
+    pub server: ServerKind,
+
+    /// Create the stream's topic with this many partitions before the run, on a broker the
+    /// bench runs itself (`sluice-bench broker`) [default: `sluice-dev --broker-only`, which
+    /// creates topics with 4 partitions on first use].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub partitions: Option<u32>,
+
     /// The `sluice-dev` binary, run as `--broker-only` [default: next to this executable].
     #[arg(long, value_name = "PATH")]
     pub dev_binary: Option<PathBuf>,
@@ -78,9 +100,9 @@ pub struct ClientArgs {
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub client_processes: u32,
 
-    /// Connections opened per second, over all helper processes.
-    #[arg(long, value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
-    pub ramp_per_sec: u32,
+    /// Connections opened per second, over all helper processes (the ramp).
+    #[arg(long, alias = "ramp-per-sec", value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ramp_rate: u32,
 
     /// Local addresses the connections are bound to, round robin, so that no single source
     /// address runs out of ephemeral ports.
@@ -97,17 +119,29 @@ pub struct ClientArgs {
     pub connect_timeout: Duration,
 }
 
-/// The system under test: broker, ingest and gateway, each its own process.
+/// One SSE server of the rig: a gateway or the baseline server.
+#[derive(Debug)]
+struct Server {
+    /// `None` once killed on purpose.
+    service: Option<Service>,
+    pid: u32,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+/// The system under test: broker, ingest and gateways (or the baseline server), each its own
+/// process.
 #[derive(Debug)]
 pub struct Rig {
-    broker: Service,
-    ingest: Service,
-    gateway: Service,
-    pub kafka_bootstrap: String,
+    pub kind: ServerKind,
+    broker: Option<Service>,
+    ingest: Option<Service>,
+    servers: Vec<Server>,
+    pub kafka_bootstrap: Option<String>,
+    /// Where events are POSTed: ingest, or the baseline server itself.
     pub ingest_url: String,
-    pub gateway_addr: SocketAddr,
-    gateway_admin: SocketAddr,
     pub stream: String,
+    pub partitions: Option<u32>,
     http: reqwest::Client,
 }
 
@@ -116,21 +150,79 @@ pub struct Rig {
 const QUIET: [(&str, &str); 1] = [("SLUICE_LOG", "warn")];
 
 impl Rig {
-    /// Starts the broker, ingest and the gateway, and waits until all are ready.
+    /// Starts one gateway (and its broker and ingest), or the baseline server, and waits until
+    /// all are ready.
     pub async fn start(args: &RigArgs, max_connections: u32) -> anyhow::Result<Self> {
+        Self::start_many(args, max_connections, 1).await
+    }
+
+    /// Like [`Rig::start`] with `gateways` gateways on one broker.
+    pub async fn start_many(args: &RigArgs, max_connections: u32, gateways: usize) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .context("building the HTTP client")?;
+        if args.server == ServerKind::Baseline {
+            anyhow::ensure!(
+                gateways == 1,
+                "the baseline server runs alone: this scenario needs gateways"
+            );
+            eprintln!("starting the baseline server…");
+            let [addr] = free_loopback_ports()?;
+            let exe = std::env::current_exe().context("locating this executable")?;
+            let mut service = Service::spawn(
+                &exe,
+                &["baseline-server".to_owned(), "--listen".to_owned(), addr.to_string()],
+                &[],
+            )?;
+            service.wait_ready(addr, args.ready_timeout).await?;
+            return Ok(Self {
+                kind: ServerKind::Baseline,
+                broker: None,
+                ingest: None,
+                servers: vec![Server {
+                    pid: service.pid(),
+                    service: Some(service),
+                    addr,
+                    admin: addr,
+                }],
+                kafka_bootstrap: None,
+                ingest_url: format!("http://{addr}"),
+                stream: args.stream.clone(),
+                partitions: None,
+                http,
+            });
+        }
+
         let binary = |given: &Option<PathBuf>, name| match given {
             Some(path) => Ok(path.clone()),
             None => sibling_binary(name),
         };
-        eprintln!("starting the broker, ingest and the gateway…");
-        let mut broker = Service::spawn(
-            &binary(&args.dev_binary, "sluice-dev")?,
-            &["--broker-only".to_owned()],
-            &QUIET,
-        )?;
+        eprintln!("starting the broker, ingest and {gateways} gateway(s)…");
+        let mut broker = match args.partitions {
+            // The mock broker creates unknown topics with 4 partitions and cannot answer
+            // CreateTopics; a broker the bench runs itself can create the topic first.
+            Some(partitions) => Service::spawn(
+                &std::env::current_exe().context("locating this executable")?,
+                &[
+                    "broker".to_owned(),
+                    "--topic".to_owned(),
+                    args.stream.clone(),
+                    "--partitions".to_owned(),
+                    partitions.to_string(),
+                ],
+                &QUIET,
+            )?,
+            None => Service::spawn(
+                &binary(&args.dev_binary, "sluice-dev")?,
+                &["--broker-only".to_owned()],
+                &QUIET,
+            )?,
+        };
         let kafka_bootstrap = broker.wait_kafka_bootstrap(args.ready_timeout).await?;
 
-        let [ingest_addr, ingest_admin, gateway_addr, gateway_admin] = free_loopback_ports()?;
+        let [ingest_addr, ingest_admin] = free_loopback_ports()?;
         let mut ingest = Service::spawn(
             &binary(&args.ingest_binary, "sluice-ingest")?,
             &[
@@ -143,44 +235,62 @@ impl Rig {
             ],
             &QUIET,
         )?;
-        let mut gateway_args = vec![
-            "--kafka-brokers".to_owned(),
-            kafka_bootstrap.clone(),
-            "--listen".to_owned(),
-            gateway_addr.to_string(),
-            "--admin-listen".to_owned(),
-            gateway_admin.to_string(),
-            "--max-connections".to_owned(),
-            max_connections.to_string(),
-            // librdkafka's mock broker answers an empty fetch only after the full wait, even
-            // when data arrives meanwhile (a real broker answers at once); a short wait keeps
-            // that artefact out of the latency figures.
-            "--kafka-config=fetch.wait.max.ms=5".to_owned(),
-        ];
-        gateway_args.extend(args.gateway_args.iter().cloned());
-        let mut gateway = Service::spawn(&binary(&args.gateway_binary, "sluice-gateway")?, &gateway_args, &QUIET)?;
+        let mut servers = Vec::new();
+        for _ in 0..gateways {
+            let [addr, admin] = free_loopback_ports()?;
+            let mut gateway_args = vec![
+                "--kafka-brokers".to_owned(),
+                kafka_bootstrap.clone(),
+                "--listen".to_owned(),
+                addr.to_string(),
+                "--admin-listen".to_owned(),
+                admin.to_string(),
+                "--max-connections".to_owned(),
+                max_connections.to_string(),
+                // librdkafka's mock broker answers an empty fetch only after the full wait, even
+                // when data arrives meanwhile (a real broker answers at once); a short wait keeps
+                // that artefact out of the latency figures.
+                "--kafka-config=fetch.wait.max.ms=5".to_owned(),
+            ];
+            gateway_args.extend(args.gateway_args.iter().cloned());
+            let service = Service::spawn(&binary(&args.gateway_binary, "sluice-gateway")?, &gateway_args, &QUIET)?;
+            servers.push(Server {
+                pid: service.pid(),
+                service: Some(service),
+                addr,
+                admin,
+            });
+        }
         ingest.wait_ready(ingest_admin, args.ready_timeout).await?;
-        gateway.wait_ready(gateway_admin, args.ready_timeout).await?;
-
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .context("building the HTTP client")?;
+        for server in &mut servers {
+            if let Some(service) = &mut server.service {
+                service.wait_ready(server.admin, args.ready_timeout).await?;
+            }
+        }
         Ok(Self {
-            broker,
-            ingest,
-            gateway,
-            kafka_bootstrap,
+            kind: ServerKind::Gateway,
+            broker: Some(broker),
+            ingest: Some(ingest),
+            servers,
+            kafka_bootstrap: Some(kafka_bootstrap),
             ingest_url: format!("http://{ingest_addr}"),
-            gateway_addr,
-            gateway_admin,
             stream: args.stream.clone(),
+            partitions: args.partitions,
             http,
         })
     }
 
-    /// The ingest URL events are POSTed to.
+    /// The first server's SSE listener.
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.servers[0].addr
+    }
+
+    /// Every server's SSE listener, in start order.
+    pub fn server_addrs(&self) -> Vec<SocketAddr> {
+        self.servers.iter().map(|server| server.addr).collect()
+    }
+
+    /// The URL events are POSTed to (ingest, or the baseline server).
     pub fn events_url(&self) -> String {
         format!("{}/v1/streams/{}/events", self.ingest_url, self.stream)
     }
@@ -205,28 +315,65 @@ impl Rig {
         Ok(())
     }
 
-    /// Opens one subscription and checks it streams, so a broken gateway fails here with its
-    /// own words rather than as thousands of identical failures; it also starts the stream's
-    /// feed (Kafka consumer, ring) before the baseline memory is measured.
+    /// Opens one subscription on every server and checks it streams, so a broken server fails
+    /// here with its own words rather than as thousands of identical failures; it also starts
+    /// the stream's feed (Kafka consumer, ring) before the baseline memory is measured.
     pub async fn preflight_subscribe(&self, query: &str) -> anyhow::Result<()> {
-        let url = format!("http://{}{}", self.gateway_addr, self.stream_path(query));
-        let response = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        if status != reqwest::StatusCode::OK || !content_type.starts_with("text/event-stream") {
-            let body = tokio::time::timeout(Duration::from_secs(2), response.text())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            bail!("preflight GET {url}: {status} ({content_type}) {body}");
+        for server in &self.servers {
+            let url = format!("http://{}{}", server.addr, self.stream_path(query));
+            let response = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+            let status = response.status();
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            if status != reqwest::StatusCode::OK || !content_type.starts_with("text/event-stream") {
+                let body = tokio::time::timeout(Duration::from_secs(2), response.text())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                bail!("preflight GET {url}: {status} ({content_type}) {body}");
+            }
         }
         Ok(())
+    }
+
+    /// Subscribes to the first server and returns the `id:` of the first event that arrives
+    /// while `publish` runs: a real cursor, for a client that resumes from it later.
+    pub async fn first_event_id(
+        &self,
+        query: &str,
+        publish: impl std::future::Future<Output = anyhow::Result<()>>,
+    ) -> anyhow::Result<String> {
+        let url = format!("http://{}{}", self.gateway_addr(), self.stream_path(query));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .context("building a client")?;
+        let mut response = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        anyhow::ensure!(response.status().is_success(), "GET {url}: {}", response.status());
+        publish.await?;
+        let mut parser = crate::sse_wire::SseParser::default();
+        let read = async {
+            while let Some(chunk) = response.chunk().await? {
+                let mut found = None;
+                parser.feed(&chunk, &mut |frame| {
+                    if let crate::sse_wire::Frame::Event { id: Some(id), .. } = frame {
+                        found.get_or_insert_with(|| String::from_utf8_lossy(id).into_owned());
+                    }
+                });
+                if let Some(id) = found {
+                    return Ok(id);
+                }
+            }
+            bail!("GET {url}: the stream ended before an event arrived")
+        };
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .with_context(|| format!("GET {url}: no event within 20s"))?
     }
 
     /// The request path of a subscription with `query` (without `?`; may be empty).
@@ -238,44 +385,71 @@ impl Rig {
         }
     }
 
-    /// `sluice_gateway_connections_active` from the gateway's `/metrics`.
+    /// Server `index`'s Prometheus exposition (`/metrics` on its admin listener).
+    pub async fn metrics(&self, index: usize) -> Option<String> {
+        let url = format!("http://{}/metrics", self.servers.get(index)?.admin);
+        self.http.get(url).send().await.ok()?.text().await.ok()
+    }
+
+    /// `sluice_gateway_connections_active` of the first server.
     pub async fn connections_active(&self) -> Option<f64> {
-        let url = format!("http://{}/metrics", self.gateway_admin);
-        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
-        procfs::parse_metric(&text, "sluice_gateway_connections_active")
+        procfs::parse_metric(&self.metrics(0).await?, "sluice_gateway_connections_active")
     }
 
     pub fn gateway_rss(&self) -> Option<u64> {
-        procfs::rss_bytes(self.gateway.pid())
+        procfs::rss_bytes(self.servers[0].pid)
     }
 
-    /// CPU time used so far by the gateway, ingest and broker processes.
+    /// CPU time used so far by server `index`.
+    pub fn server_cpu(&self, index: usize) -> Option<Duration> {
+        procfs::cpu_time(self.servers.get(index)?.pid)
+    }
+
+    /// CPU time used so far by the first server, ingest and the broker.
     pub fn cpu(&self) -> ServiceCpu {
         ServiceCpu {
-            gateway: procfs::cpu_time(self.gateway.pid()),
-            ingest: procfs::cpu_time(self.ingest.pid()),
-            broker: procfs::cpu_time(self.broker.pid()),
+            gateway: self.server_cpu(0),
+            ingest: self.ingest.as_ref().and_then(|ingest| procfs::cpu_time(ingest.pid())),
+            broker: self.broker.as_ref().and_then(|broker| procfs::cpu_time(broker.pid())),
         }
     }
 
-    /// Fails if a service died.
+    /// SIGKILLs server `index`, as a crashing pod dies: no drain, sockets reset by the kernel.
+    pub async fn kill_server(&mut self, index: usize) -> anyhow::Result<()> {
+        let server = self.servers.get_mut(index).context("no such server")?;
+        if let Some(service) = server.service.take() {
+            service.stop().await?;
+        }
+        Ok(())
+    }
+
+    /// Fails if a service died (other than one killed on purpose).
     pub fn ensure_running(&mut self) -> anyhow::Result<()> {
-        self.broker.ensure_running()?;
-        self.ingest.ensure_running()?;
-        self.gateway.ensure_running()
+        for service in [&mut self.broker, &mut self.ingest].into_iter().flatten() {
+            service.ensure_running()?;
+        }
+        for server in &mut self.servers {
+            if let Some(service) = &mut server.service {
+                service.ensure_running()?;
+            }
+        }
+        Ok(())
     }
 
-    /// The gateway's recent output (warnings and errors), for the report.
-    /// Stops every service, after showing what the gateway logged (warnings and errors).
+    /// Stops every service, after showing what the servers logged (warnings and errors).
     pub async fn stop(self) -> anyhow::Result<()> {
-        let gateway_output = self.gateway.tail();
-        if !gateway_output.ends_with("it printed nothing") {
-            eprintln!("gateway output (warnings and errors){gateway_output}");
+        let mut outcome = Ok(());
+        for server in self.servers.into_iter().filter_map(|server| server.service) {
+            let output = server.tail();
+            if !output.ends_with("it printed nothing") {
+                eprintln!("server output (warnings and errors){output}");
+            }
+            outcome = outcome.and(server.stop().await);
         }
-        let gateway = self.gateway.stop().await;
-        let ingest = self.ingest.stop().await;
-        let broker = self.broker.stop().await;
-        gateway.and(ingest).and(broker)
+        for service in [self.ingest, self.broker].into_iter().flatten() {
+            outcome = outcome.and(service.stop().await);
+        }
+        outcome
     }
 }
 
@@ -295,14 +469,51 @@ pub fn cpu_seconds(before: Option<Duration>, after: Option<Duration>) -> Option<
 /// How the fleet is laid out.
 #[derive(Debug, Clone)]
 pub struct FleetPlan {
-    pub target: SocketAddr,
+    /// Servers to connect to: the first, then the next one after every loss.
+    pub targets: Vec<SocketAddr>,
+    /// Request path; `{i}` becomes the connection's global index.
     pub path: String,
     pub connections: u32,
     pub clients: ClientArgs,
     /// Payload lanes to track; 0 for idle connections.
     pub lanes: u32,
+    /// Each connection expects only its own lane (key-filtered subscriptions).
+    pub lane_per_connection: bool,
+    /// Account gaps and duplicates by cursor too (unfiltered streams).
+    pub check_cursors: bool,
+    /// Reconnect after losses, with pauses jittered over 0..this.
+    pub reconnect_jitter: Option<Duration>,
+    /// Every connection's first `Last-Event-ID`.
+    pub last_event_id: Option<String>,
+    /// How often holders report their counts.
+    pub status_interval: Duration,
     /// When holders give up on their own.
     pub deadline: Duration,
+}
+
+impl FleetPlan {
+    /// The common case: `connections` plain subscriptions to `targets[0]` at `path`.
+    pub fn new(
+        targets: Vec<SocketAddr>,
+        path: String,
+        connections: u32,
+        clients: &ClientArgs,
+        deadline: Duration,
+    ) -> Self {
+        Self {
+            targets,
+            path,
+            connections,
+            clients: clients.clone(),
+            lanes: 0,
+            lane_per_connection: false,
+            check_cursors: false,
+            reconnect_jitter: None,
+            last_event_id: None,
+            status_interval: Duration::from_millis(500),
+            deadline,
+        }
+    }
 }
 
 /// Splits `total` into `parts` shares differing by at most one.
@@ -355,24 +566,45 @@ impl Fleet {
             .map(Ipv4Addr::to_string)
             .collect::<Vec<_>>()
             .join(",");
+        let targets = plan
+            .targets
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         let mut holders = Vec::new();
+        let mut index_offset = 0;
         for (index, &share) in shares.iter().enumerate() {
             // Each holder ramps at its share of the rate, so together they ramp at the total.
-            let ramp = f64::from(plan.clients.ramp_per_sec) * f64::from(share) / f64::from(plan.connections.max(1));
-            // Rotate the source addresses so holders don't all start on the same one.
-            let mut child = Command::new(&exe)
+            let ramp = f64::from(plan.clients.ramp_rate) * f64::from(share) / f64::from(plan.connections.max(1));
+            let mut command = Command::new(&exe);
+            command
                 .arg("hold")
-                .args(["--target", &plan.target.to_string()])
+                .args(["--target", &targets])
                 .args(["--path", &plan.path])
+                .args(["--index-offset", &index_offset.to_string()])
                 .args(["--connections", &share.to_string()])
-                .args(["--ramp-per-sec", &ramp.max(0.1).to_string()])
+                .args(["--ramp-rate", &ramp.max(0.1).to_string()])
+                // Rotate the source addresses so holders don't all start on the same one.
                 .args(["--source-addrs", &rotate_list(&source_addrs, index)])
-                .args([
-                    "--connect-timeout",
-                    &format!("{}ms", plan.clients.connect_timeout.as_millis()),
-                ])
+                .args(["--connect-timeout", &millis(plan.clients.connect_timeout)])
                 .args(["--lanes", &plan.lanes.to_string()])
-                .args(["--deadline", &format!("{}ms", plan.deadline.as_millis())])
+                .args(["--status-interval", &millis(plan.status_interval)])
+                .args(["--deadline", &millis(plan.deadline)]);
+            if plan.lane_per_connection {
+                command.arg("--lane-per-connection");
+            }
+            if plan.check_cursors {
+                command.arg("--check-cursors");
+            }
+            if let Some(jitter) = plan.reconnect_jitter {
+                command.args(["--reconnect", "--reconnect-jitter", &millis(jitter)]);
+            }
+            if let Some(id) = &plan.last_event_id {
+                command.args(["--last-event-id", id]);
+            }
+            index_offset += share;
+            let mut child = command
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -506,6 +738,67 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// After publishing: waits until `expected` bench events were delivered, deliveries stall
+    /// for 2 s, or `limit` passes; returns how long it waited.
+    pub async fn drain(&self, expected: u64, limit: Duration) -> Duration {
+        let start = Instant::now();
+        let mut last = (self.counts().probes, start);
+        let mut ticks = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            ticks.tick().await;
+            let received = self.counts().probes;
+            let now = Instant::now();
+            if received >= expected || now - start >= limit {
+                return now - start;
+            }
+            if received > last.0 {
+                last = (received, now);
+            } else if now - last.1 >= Duration::from_secs(2) {
+                return now - start;
+            }
+        }
+    }
+}
+
+/// Runs `publisher` to the end, printing events sent, deliveries and open connections once a
+/// second, and failing as soon as a service dies.
+pub async fn publish_with_progress(
+    rig: &mut Rig,
+    fleet: Option<&Fleet>,
+    publisher: Publisher,
+) -> anyhow::Result<Published> {
+    let sent = publisher.progress();
+    let mut run = tokio::spawn(publisher.run());
+    let start = Instant::now();
+    let mut ticks = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    let counts = || fleet.map(Fleet::counts).unwrap_or_default();
+    let mut printed = (0, counts().probes);
+    loop {
+        tokio::select! {
+            done = &mut run => return done.context("the publisher task failed"),
+            _ = ticks.tick() => {
+                rig.ensure_running()?;
+                let counts = counts();
+                let events = sent.load(std::sync::atomic::Ordering::Relaxed);
+                eprintln!(
+                    "  publish {:>3}s: {:>7} events/s sent, {:>10} deliveries/s, {} open",
+                    start.elapsed().as_secs(),
+                    format_count(events - printed.0),
+                    format_count(counts.probes - printed.1),
+                    format_count(counts.open()),
+                );
+                printed = (events, counts.probes);
+            }
+        }
+    }
+}
+
+/// A duration as a `hold` flag value, in whole milliseconds.
+fn millis(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}
+
 fn lock(state: &Mutex<HolderState>) -> std::sync::MutexGuard<'_, HolderState> {
     state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -552,7 +845,11 @@ impl Tally {
         self.missing_tail += last.missing_tail;
         self.duplicates += last.duplicates;
         self.unknown_lane += last.unknown_lane;
+        self.cursor_gaps += last.cursor_gaps;
+        self.cursor_duplicates += last.cursor_duplicates;
+        self.cursor_unreadable += last.cursor_unreadable;
         add_pairs(&mut self.latency, &last.latency_us);
+        add_pairs(&mut self.outage, &last.outage_us);
         for (kind, sample) in last.errors {
             self.errors
                 .entry(kind)
@@ -575,29 +872,113 @@ impl Tally {
     }
 }
 
-/// The `--json` document's common part.
+/// The `--json` document's common part: what ran, where, on what, how loaded.
 #[derive(Debug, Serialize)]
 pub struct JsonHeader<'a> {
     pub tool: &'static str,
     pub version: &'static str,
-    pub scenario: &'static str,
+    pub scenario: &'a str,
+    /// The command line of this run, as typed.
+    pub command: String,
+    pub server: ServerKind,
     pub machine: &'a Machine,
-    pub kafka_bootstrap: &'a str,
-    pub gateway: String,
+    /// `/proc/loadavg` (1, 5, 15 minutes) when the run started and when it ended: on a shared
+    /// machine, how much else competed for the CPUs.
+    pub load_average_start: Option<[f64; 3]>,
+    pub load_average_end: Option<[f64; 3]>,
+    pub kafka_bootstrap: Option<&'a str>,
+    pub servers: Vec<String>,
+}
+
+/// What every scenario notes before it starts, for its report.
+#[derive(Debug)]
+pub struct RunStart {
+    pub machine: Machine,
+    pub load_average: Option<[f64; 3]>,
+}
+
+impl RunStart {
+    pub fn now() -> Self {
+        Self {
+            machine: Machine::detect(),
+            load_average: procfs::load_average(),
+        }
+    }
+}
+
+/// Writes a scenario's JSON document: the common header, its settings and its results.
+pub fn write_report(
+    path: &std::path::Path,
+    scenario: &str,
+    start: &RunStart,
+    rig: &Rig,
+    settings: serde_json::Value,
+    results: &impl Serialize,
+) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct Report<'a, R> {
+        #[serde(flatten)]
+        header: JsonHeader<'a>,
+        settings: serde_json::Value,
+        results: &'a R,
+    }
+    let report = Report {
+        header: JsonHeader {
+            tool: "sluice-bench",
+            version: env!("CARGO_PKG_VERSION"),
+            scenario,
+            command: command_line(),
+            server: rig.kind,
+            machine: &start.machine,
+            load_average_start: start.load_average,
+            load_average_end: procfs::load_average(),
+            kafka_bootstrap: rig.kafka_bootstrap.as_deref(),
+            servers: rig.server_addrs().iter().map(|addr| format!("http://{addr}")).collect(),
+        },
+        settings,
+        results,
+    };
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write_json(path, &report)
+}
+
+/// This process's command line, program name shortened to `sluice-bench`.
+pub fn command_line() -> String {
+    std::iter::once("sluice-bench".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The report's opening lines.
-pub fn header(scenario: &str, machine: &Machine, rig: &Rig, workload: &str) -> String {
+pub fn header(scenario: &str, start: &RunStart, rig: &Rig, workload: &str) -> String {
+    let target =
+        match rig.kind {
+            ServerKind::Gateway => format!(
+            "sluice-gateway at {} (own process{}), sluice-ingest at {}, mock Kafka at {}{}; all spawned by the bench",
+            rig.server_addrs().iter().map(|addr| format!("http://{addr}")).collect::<Vec<_>>().join(", "),
+            if rig.server_addrs().len() > 1 { "es" } else { "" },
+            rig.ingest_url,
+            rig.kafka_bootstrap.as_deref().unwrap_or("?"),
+            rig.partitions.map_or(String::new(), |p| format!(" (topic created with {p} partitions)")),
+        ),
+            ServerKind::Baseline => format!(
+                "sluice-bench baseline-server at http://{} (bare tokio SSE writer, no Kafka): the machine's floor",
+                rig.gateway_addr()
+            ),
+        };
+    let load = start.load_average.map_or("?".to_owned(), |[one, five, fifteen]| {
+        format!("{one:.2} {five:.2} {fifteen:.2}")
+    });
     format!(
-        "sluice-bench {} — {scenario}\nmachine   {machine}\n\
-         target    sluice-gateway at http://{} (own process), sluice-ingest at {}, mock Kafka at {}; \
-         all spawned by the bench\n          load generator and servers share this machine and its {} \
+        "sluice-bench {} — {scenario}\nmachine   {}\nload avg  {load} (1/5/15 min, at start)\n\
+         target    {target}\n          load generator and servers share this machine and its {} \
          logical CPUs: the figures measure them together\nworkload  {workload}\n",
         env!("CARGO_PKG_VERSION"),
-        rig.gateway_addr,
-        rig.ingest_url,
-        rig.kafka_bootstrap,
-        machine.logical_cpus,
+        start.machine,
+        start.machine.logical_cpus,
     )
 }
 

@@ -162,10 +162,11 @@ impl ChunkedDecoder {
 /// What one SSE frame (or comment line) amounted to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
-    /// A frame with data: an event. `data` joins multi-line data with `\n`, per the spec.
-    Event { data: &'a [u8] },
+    /// A frame with data: an event. `data` joins multi-line data with `\n`, per the spec;
+    /// `id` is the frame's `id:` value, if it had one.
+    Event { data: &'a [u8], id: Option<&'a [u8]> },
     /// A frame with an `id:` but no data: a checkpoint.
-    IdOnly,
+    IdOnly { id: &'a [u8] },
     /// A frame with only `retry:` (the gateway's first frame).
     Retry,
     /// A comment line (`:` …), which is how heartbeats travel.
@@ -179,6 +180,8 @@ pub struct SseParser {
     partial: Vec<u8>,
     /// The data of the frame being assembled.
     data: Vec<u8>,
+    /// The `id:` value of the frame being assembled (allocated on the first id only).
+    id: Vec<u8>,
     has_data: bool,
     has_id: bool,
     has_retry: bool,
@@ -207,10 +210,11 @@ impl SseParser {
 
     fn line(&mut self, line: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
         if line.is_empty() {
+            let id = self.has_id.then_some(self.id.as_slice());
             if self.has_data {
-                on_frame(Frame::Event { data: &self.data });
-            } else if self.has_id {
-                on_frame(Frame::IdOnly);
+                on_frame(Frame::Event { data: &self.data, id });
+            } else if let Some(id) = id {
+                on_frame(Frame::IdOnly { id });
             } else if self.has_retry {
                 on_frame(Frame::Retry);
             }
@@ -239,7 +243,11 @@ impl SseParser {
                 self.data.extend_from_slice(value);
                 self.has_data = true;
             }
-            b"id" => self.has_id = true,
+            b"id" => {
+                self.id.clear();
+                self.id.extend_from_slice(value);
+                self.has_id = true;
+            }
             b"retry" => self.has_retry = true,
             _ => {}
         }
@@ -341,6 +349,76 @@ impl LaneTracker {
     }
 }
 
+/// Gap and duplicate accounting by cursor, independent of the payload's sequence numbers.
+///
+/// An unfiltered stream's cursor holds the next offset of every partition, and each event
+/// moves exactly one partition on by one (Kafka offsets of a non-transactional topic are
+/// contiguous). So between two consecutive events — on one connection, or across a resume on
+/// another gateway — the offsets must advance by exactly one in total: more is a gap (events
+/// skipped), none or backwards is a duplicate. Filtered streams skip offsets by design and
+/// must not be checked this way.
+#[derive(Debug, Clone, Default)]
+pub struct CursorTracker {
+    last: Option<Vec<i64>>,
+}
+
+/// What [`CursorTracker::observe`] found out about one event's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CursorStep {
+    /// The first id seen: nothing to compare with.
+    First,
+    /// Exactly one offset on from the previous id.
+    Next,
+    /// This many offsets were skipped.
+    Gap(u64),
+    /// No advance, or a partition moved backwards.
+    Duplicate,
+    /// Not a Sluice cursor.
+    Unreadable,
+}
+
+impl CursorTracker {
+    pub fn observe(&mut self, id: &[u8]) -> CursorStep {
+        let Some(cursor) = std::str::from_utf8(id)
+            .ok()
+            .and_then(|text| sluice_sse::Cursor::decode(text).ok())
+        else {
+            return CursorStep::Unreadable;
+        };
+        let step = match &self.last {
+            None => CursorStep::First,
+            Some(previous) => cursor_step(previous, &cursor.offsets),
+        };
+        if step != CursorStep::Duplicate {
+            self.last = Some(cursor.offsets);
+        }
+        step
+    }
+}
+
+/// Compares two cursors' offsets (a partition missing from `previous` was at 0).
+fn cursor_step(previous: &[i64], next: &[i64]) -> CursorStep {
+    let mut advance: i64 = 0;
+    for (partition, &offset) in next.iter().enumerate() {
+        let before = previous.get(partition).copied().unwrap_or(0);
+        if offset < before {
+            return CursorStep::Duplicate;
+        }
+        advance += offset - before;
+    }
+    match advance {
+        0 => CursorStep::Duplicate,
+        1 => CursorStep::Next,
+        more => CursorStep::Gap(u64::try_from(more - 1).unwrap_or(0)),
+    }
+}
+
+/// A request path with `{i}` replaced by `index`, so each connection can subscribe to its own
+/// key (`/v1/streams/s?key=lane-{i}`).
+pub fn expand_path(template: &str, index: u32) -> String {
+    template.replace("{i}", &index.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,8 +466,15 @@ mod tests {
         let mut seen = Vec::new();
         parser.feed(bytes, &mut |frame| {
             seen.push(match frame {
-                Frame::Event { data } => format!("event {}", String::from_utf8_lossy(data)),
-                Frame::IdOnly => "id-only".into(),
+                Frame::Event { data, id: None } => format!("event {}", String::from_utf8_lossy(data)),
+                Frame::Event { data, id: Some(id) } => {
+                    format!(
+                        "event {} #{}",
+                        String::from_utf8_lossy(data),
+                        String::from_utf8_lossy(id)
+                    )
+                }
+                Frame::IdOnly { id } => format!("id-only {}", String::from_utf8_lossy(id)),
                 Frame::Retry => "retry".into(),
                 Frame::Comment => "comment".into(),
             })
@@ -401,7 +486,13 @@ mod tests {
     fn splits_the_gateway_frames() {
         let stream =
             b"retry: 2100\n\nid: c1\nevent: t\ndata: {\"a\":1}\n\n: \n\nid: c2\n\nid: c3\ndata: x\ndata: y\n\n";
-        let expected = ["retry", "event {\"a\":1}", "comment", "id-only", "event x\ny"];
+        let expected = [
+            "retry",
+            "event {\"a\":1} #c1",
+            "comment",
+            "id-only c2",
+            "event x\ny #c3",
+        ];
         assert_eq!(frames(&mut SseParser::default(), stream), expected);
         // The same bytes in pieces of every size give the same frames.
         for piece in 1..stream.len() {
@@ -442,5 +533,32 @@ mod tests {
         assert_eq!(lanes.observe(7, 0), Observation::UnknownLane);
         // Sent 0..=7 on lane 0 and 0..=2 on lane 1: 6 and 7 never came.
         assert_eq!(lanes.missing_tail(&[8, 3]), 2);
+    }
+
+    #[test]
+    fn cursor_steps_count_gaps_and_duplicates_across_partitions() {
+        use sluice_sse::Cursor;
+        let id = |offsets: &[i64]| Cursor::new(7, offsets.to_vec()).encode();
+        let mut tracker = CursorTracker::default();
+        assert_eq!(tracker.observe(id(&[3, 5]).as_bytes()), CursorStep::First);
+        assert_eq!(tracker.observe(id(&[4, 5]).as_bytes()), CursorStep::Next);
+        assert_eq!(tracker.observe(id(&[4, 6]).as_bytes()), CursorStep::Next);
+        // The same id again (a resume replaying the last event) and a step backwards.
+        assert_eq!(tracker.observe(id(&[4, 6]).as_bytes()), CursorStep::Duplicate);
+        assert_eq!(tracker.observe(id(&[3, 7]).as_bytes()), CursorStep::Duplicate);
+        // Three offsets on in total: two events skipped.
+        assert_eq!(tracker.observe(id(&[6, 7]).as_bytes()), CursorStep::Gap(2));
+        // A partition the previous cursor did not have counts from 0.
+        assert_eq!(tracker.observe(id(&[6, 7, 1]).as_bytes()), CursorStep::Next);
+        assert_eq!(tracker.observe(b"not a cursor"), CursorStep::Unreadable);
+    }
+
+    #[test]
+    fn expands_the_connection_index_in_paths() {
+        assert_eq!(
+            expand_path("/v1/streams/s?key=lane-{i}", 42),
+            "/v1/streams/s?key=lane-42"
+        );
+        assert_eq!(expand_path("/v1/streams/s", 42), "/v1/streams/s");
     }
 }
