@@ -16,9 +16,10 @@
 //!    They advance only the partitions their keys live in, so their cursors never claim records
 //!    they did not look at.
 //!
-//! Output goes through a small bounded channel to the HTTP body. A send that cannot complete
-//! within the write timeout means the socket has been unwritable that long: the socket is shut
-//! down and the client resumes by cursor. Nothing here ever blocks the feed or other clients.
+//! Output goes through a small queue bounded in bytes ([`crate::body`]) to the HTTP body. A send
+//! that cannot complete within the write timeout means the socket has been unwritable that long:
+//! the socket is shut down and the client resumes by cursor. Nothing here ever blocks the feed or
+//! other clients.
 
 use std::pin::Pin;
 use std::sync::Arc;
