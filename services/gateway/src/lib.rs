@@ -12,6 +12,7 @@
 //! - [`run`] serves until the shutdown token fires, then drains: readiness fails, new streams
 //!   get 503, open streams are closed spread over the drain window with a jittered `retry:`.
 
+pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use futures::FutureExt as _;
 use prometheus_client::registry::Registry;
 use sluice_kafka::StreamCatalog;
 use sluice_runtime::cors::CorsPolicy;
@@ -44,8 +46,8 @@ use metrics::{GatewayMetrics, ReasonLabel};
 use request::From;
 use subscriber::{Out, Start, Subscriber, Timing};
 
-/// Frames queued between a connection task and its socket.
-const OUT_CHANNEL: usize = 8;
+/// Bytes of frames queued between a connection task and its socket (plus one burst).
+const OUT_QUEUE_BYTES: usize = 64 * 1024;
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +100,7 @@ struct SocketFd(std::os::fd::RawFd);
 pub struct AppState {
     catalog: StreamCatalog,
     hub: hub::Hub,
-    timing: Timing,
+    timing: Arc<Timing>,
     max_connections: usize,
     active: Arc<AtomicUsize>,
     draining: AtomicBool,
@@ -150,7 +152,7 @@ pub async fn run(
     let state = web::Data::new(AppState {
         catalog,
         hub: hub::Hub::new(kafka.clone(), limits),
-        timing: Timing {
+        timing: Arc::new(Timing {
             heartbeat: config.heartbeat,
             checkpoint_interval: config.checkpoint_interval,
             retry: config.retry,
@@ -158,7 +160,7 @@ pub async fn run(
             drain_window: config.drain_window,
             write_timeout: config.write_timeout,
             inbox_events: config.inbox_events,
-        },
+        }),
         max_connections: config.max_connections,
         active: Arc::new(AtomicUsize::new(0)),
         draining: AtomicBool::new(false),
@@ -313,7 +315,7 @@ async fn open_stream(
     }
     let start = resolve_start(state.hub.kafka(), &lease.feed, cursor, query.from).await?;
     let socket = request.conn_data::<SocketFd>().map(|s| s.0);
-    let (out, mut rx) = Out::channel(OUT_CHANNEL, socket, state.timing.write_timeout);
+    let (out, body) = Out::channel(OUT_QUEUE_BYTES, socket, state.timing.write_timeout);
     let subscriber = Subscriber::new(
         lease,
         state.hub.kafka().clone(),
@@ -324,11 +326,9 @@ async fn open_stream(
         out,
     );
     state.metrics.connections_opened.inc();
-    tokio::spawn(async move {
-        subscriber.run().await;
-        drop(slot);
-    });
-    let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, actix_web::Error>)));
+    // `map`, not an async block around `run`: a block would hold the subscriber twice (its
+    // capture and the future it moved into), in every connection's task.
+    tokio::spawn(subscriber.run().map(move |()| drop(slot)));
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))

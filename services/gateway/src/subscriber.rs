@@ -16,10 +16,12 @@
 //!    They advance only the partitions their keys live in, so their cursors never claim records
 //!    they did not look at.
 //!
-//! Output goes through a small bounded channel to the HTTP body. A send that cannot complete
-//! within the write timeout means the socket has been unwritable that long: the socket is shut
-//! down and the client resumes by cursor. Nothing here ever blocks the feed or other clients.
+//! Output goes through a small queue bounded in bytes ([`crate::body`]) to the HTTP body. A send
+//! that cannot complete within the write timeout means the socket has been unwritable that long:
+//! the socket is shut down and the client resumes by cursor. Nothing here ever blocks the feed or
+//! other clients.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,15 +30,15 @@ use rand::Rng as _;
 use sluice_kafka::murmur2::partition_for_key;
 use sluice_sse::frame;
 use sluice_sse::Cursor;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use crate::body::{self, BodyRx, BodyTx, Closed};
 use crate::feed::{Feed, Inbox};
 use crate::hub::FeedLease;
 use crate::kafka::KafkaContext;
 use crate::log::{Entry, Evicted};
-use crate::metrics::{GatewayMetrics, ReasonLabel, ResumeLabel};
+use crate::metrics::{ReasonLabel, ResumeLabel};
 use crate::record::map_record;
 
 /// Entries taken from the ring per read.
@@ -45,6 +47,11 @@ const BATCH: usize = 256;
 const CATCHUP_CHUNK_BYTES: usize = 32 * 1024;
 /// How long a catch-up reader waits for a record before the loop looks at timers.
 const CATCHUP_POLL: Duration = Duration::from_millis(250);
+/// Buffers (frames of a burst, ring entries of a read) kept between wakes; larger ones, left by
+/// a burst, are freed.
+const KEEP_FRAMES: usize = 16;
+/// On the delivery path, the drain and feed-stop tokens are asked every this many deliveries.
+const TOKEN_CHECK_EVERY: u32 = 16;
 
 /// Connection timing, from the gateway's flags.
 #[derive(Debug, Clone)]
@@ -119,47 +126,69 @@ impl End {
 /// The sending half of a connection's body.
 #[derive(Debug)]
 pub struct Out {
-    tx: mpsc::Sender<Bytes>,
+    tx: BodyTx,
     socket: Option<std::os::fd::RawFd>,
     write_timeout: Duration,
     last_sent: Instant,
+    /// Frames of the burst being delivered, reused from wake to wake.
+    frames: Vec<Bytes>,
 }
 
 impl Out {
-    /// A body channel of `capacity` chunks; `socket` is shut down if it stays unwritable.
-    pub fn channel(
-        capacity: usize,
-        socket: Option<std::os::fd::RawFd>,
-        write_timeout: Duration,
-    ) -> (Self, mpsc::Receiver<Bytes>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    /// A body queue of `limit_bytes` (see [`crate::body`]); `socket` is shut down if it stays
+    /// unwritable.
+    pub fn channel(limit_bytes: usize, socket: Option<std::os::fd::RawFd>, write_timeout: Duration) -> (Self, BodyRx) {
+        let (tx, rx) = body::channel(limit_bytes);
         (
             Self {
                 tx,
                 socket,
                 write_timeout,
                 last_sent: Instant::now(),
+                frames: Vec::new(),
             },
             rx,
         )
     }
 
     async fn send(&mut self, bytes: Bytes) -> Result<(), End> {
-        match self.tx.send_timeout(bytes, self.write_timeout).await {
-            Ok(()) => {
-                self.last_sent = Instant::now();
-                Ok(())
-            }
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(End::ClientGone),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                // The body has not been pulled for the whole timeout: the kernel will not take
-                // more. The receiver is still alive, so actix still owns this descriptor.
-                if let Some(fd) = self.socket.filter(|_| !self.tx.is_closed()) {
-                    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.push(bytes);
+        let sent = self.send_frames(&mut frames).await;
+        self.frames = frames;
+        sent
+    }
+
+    /// Queues `frames` (emptying it), waiting at most the write timeout for room.
+    async fn send_frames(&mut self, frames: &mut Vec<Bytes>) -> Result<(), End> {
+        let sent = match self.tx.try_send(frames) {
+            Ok(true) => Ok(()),
+            Err(Closed) => Err(End::ClientGone),
+            // Full: only now is a timer worth its cost. Boxed, so that every connection's task
+            // does not carry room for it.
+            Ok(false) => match Box::pin(tokio::time::timeout(self.write_timeout, self.tx.send(frames))).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(Closed)) => Err(End::ClientGone),
+                Err(_) => {
+                    // The body has not been pulled for the whole timeout: the kernel will not
+                    // take more. The receiver is still alive, so actix still owns this
+                    // descriptor.
+                    if let Some(fd) = self.socket.filter(|_| !self.tx.is_closed()) {
+                        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+                    }
+                    Err(End::Unwritable)
                 }
-                Err(End::Unwritable)
-            }
+            },
+        };
+        frames.clear();
+        if frames.capacity() > KEEP_FRAMES {
+            // After a burst: idle connections must stay small.
+            *frames = Vec::new();
         }
+        if sent.is_ok() {
+            self.last_sent = Instant::now();
+        }
+        sent
     }
 }
 
@@ -168,7 +197,6 @@ impl Out {
 pub struct Subscriber {
     lease: FeedLease,
     kafka: Arc<KafkaContext>,
-    metrics: GatewayMetrics,
     filter: Filter,
     /// Partitions this subscriber reads: all, or those its keys live in.
     needed: Vec<usize>,
@@ -179,10 +207,15 @@ pub struct Subscriber {
     dirty: bool,
     last_checkpoint: Instant,
     end_at: Option<(Instant, End)>,
-    timing: Timing,
+    /// Shared by every connection of the pod.
+    timing: Arc<Timing>,
     drain: CancellationToken,
     out: Out,
-    inbox_events: usize,
+    /// The connection's one timer (heartbeat, checkpoint, end), re-armed only when it must
+    /// fire earlier than it is set to, or has fired.
+    timer: Pin<Box<Sleep>>,
+    /// Deliveries so far (wrapping), to pace [`Self::check_tokens`].
+    deliveries: u32,
 }
 
 impl Subscriber {
@@ -191,7 +224,7 @@ impl Subscriber {
         kafka: Arc<KafkaContext>,
         filter: Filter,
         start: Start,
-        timing: Timing,
+        timing: Arc<Timing>,
         drain: CancellationToken,
         out: Out,
     ) -> Self {
@@ -214,7 +247,6 @@ impl Subscriber {
             (now + lifetime.mul_f64(jitter), End::Lifetime)
         });
         Self {
-            metrics: kafka.metrics.clone(),
             lease,
             kafka,
             filter,
@@ -226,7 +258,8 @@ impl Subscriber {
             last_checkpoint: now,
             end_at,
             drain,
-            inbox_events: timing.inbox_events,
+            timer: Box::pin(tokio::time::sleep_until(now + timing.heartbeat)),
+            deliveries: 0,
             timing,
             out,
         }
@@ -244,7 +277,8 @@ impl Subscriber {
             let retry = self.jittered_retry();
             let _ = self.out.send(frame::retry_frame(retry)).await;
         }
-        self.metrics
+        self.kafka
+            .metrics
             .disconnects
             .get_or_create(&ReasonLabel { reason: end.reason() })
             .inc();
@@ -264,12 +298,14 @@ impl Subscriber {
                 Some(seq) => {
                     self.count_resume("memory", "exact");
                     if self.filter.is_keyed() {
-                        self.serve_keyed(seq).await
+                        Box::pin(self.serve_keyed(seq)).await
                     } else {
                         self.serve_memory(seq).await
                     }
                 }
-                None => self.catch_up().await,
+                // Boxed: a task's size is that of its largest state, and every idle connection
+                // would otherwise carry room for a Kafka catch-up it is not doing.
+                None => Box::pin(self.catch_up()).await,
             };
             match result {
                 // Fell behind memory (or caught up from Kafka): go round again from `P`.
@@ -281,7 +317,8 @@ impl Subscriber {
 
     fn count_resume(&mut self, source: &'static str, outcome: &'static str) {
         if std::mem::take(&mut self.resumed) {
-            self.metrics
+            self.kafka
+                .metrics
                 .resumes
                 .get_or_create(&ResumeLabel { source, outcome })
                 .inc();
@@ -296,10 +333,14 @@ impl Subscriber {
         // Whatever happened before (a catch-up from Kafka, a gap), alignment with the ring's
         // shared ids must be proven again, entry by entry.
         self.aligned = false;
+        let mut batch = Vec::new();
         loop {
             head.borrow_and_update();
-            // Allocated per wake, not held while idle: idle connections must stay small.
-            let mut batch = Vec::new();
+            batch.clear();
+            if batch.capacity() > KEEP_FRAMES {
+                // After a burst: idle connections must stay small.
+                batch = Vec::new();
+            }
             if feed.read(next, BATCH, &mut batch, None) == Err(Evicted) {
                 return Ok(());
             }
@@ -318,7 +359,7 @@ impl Subscriber {
     }
 
     async fn deliver_unkeyed(&mut self, batch: &[Arc<Entry>]) -> Result<(), End> {
-        let mut frames: Vec<Bytes> = Vec::new();
+        let mut frames = std::mem::take(&mut self.out.frames);
         let mut newest = 0;
         for entry in batch {
             let p = entry.partition as usize;
@@ -351,7 +392,7 @@ impl Subscriber {
     /// entries from the inbox. `Ok` when the ring or the inbox dropped something it needed.
     async fn serve_keyed(&mut self, mut next: u64) -> Result<(), End> {
         let feed = self.feed().clone();
-        let inbox = Inbox::new(self.inbox_events);
+        let inbox = Inbox::new(self.timing.inbox_events);
         let keys = self.filter.keys.clone();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
@@ -404,7 +445,7 @@ impl Subscriber {
     }
 
     async fn deliver_keyed(&mut self, batch: &[Arc<Entry>], live: bool) -> Result<(), End> {
-        let mut frames = Vec::new();
+        let mut frames = std::mem::take(&mut self.out.frames);
         let mut newest = 0;
         for entry in batch {
             let p = entry.partition as usize;
@@ -504,7 +545,7 @@ impl Subscriber {
                             });
                         chunk.extend_from_slice(&framed);
                         self.dirty = false;
-                        self.metrics.events_sent.inc();
+                        self.kafka.metrics.events_sent.inc();
                     } else {
                         self.dirty = true;
                     }
@@ -549,43 +590,53 @@ impl Subscriber {
     }
 
     async fn send_chunk(&mut self, chunk: Bytes) -> Result<(), End> {
-        self.metrics.bytes_sent.inc_by(chunk.len() as u64);
+        self.kafka.metrics.bytes_sent.inc_by(chunk.len() as u64);
         self.out.send(chunk).await
     }
 
     /// Ends the connection if its end is due: drain, lifetime, or the feed stopping.
     fn check_end(&mut self) -> Result<(), End> {
+        self.check_tokens()?;
+        self.check_end_at()
+    }
+
+    /// The drain and the feed's stop. Each `is_cancelled` locks a mutex every connection of the
+    /// pod (or of the stream) shares, so the delivery path asks only every
+    /// [`TOKEN_CHECK_EVERY`]th time; a subscriber with nothing to deliver waits on both tokens.
+    fn check_tokens(&mut self) -> Result<(), End> {
         if self.feed().stop.is_cancelled() {
             return Err(End::FeedStopped);
         }
         if self.drain.is_cancelled() && !matches!(self.end_at, Some((_, End::Drain))) {
             self.begin_drain();
         }
+        Ok(())
+    }
+
+    fn check_end_at(&self) -> Result<(), End> {
         match self.end_at {
             Some((at, why)) if Instant::now() >= at => Err(why),
             _ => Ok(()),
         }
     }
 
-    async fn flush(&mut self, frames: Vec<Bytes>, newest_ms: i64) -> Result<(), End> {
+    /// Hands a burst's frames to the body as they are (shared `Bytes`, no copy here); the body
+    /// joins what was queued into one chunk, and actix's dispatcher writes it with one syscall.
+    async fn flush(&mut self, mut frames: Vec<Bytes>, newest_ms: i64) -> Result<(), End> {
         if frames.is_empty() {
-            return self.tick().await;
+            self.out.frames = frames;
+            return self.tick_after_delivery().await;
         }
-        self.metrics.events_sent.inc_by(frames.len() as u64);
-        let chunk = if frames.len() == 1 {
-            frames.into_iter().next().unwrap_or_default()
-        } else {
-            // One write for a burst; the copy is cheaper than a syscall per frame.
-            let mut joined = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-            for f in &frames {
-                joined.extend_from_slice(f);
-            }
-            joined.freeze()
-        };
-        self.metrics.bytes_sent.inc_by(chunk.len() as u64);
+        self.kafka.metrics.events_sent.inc_by(frames.len() as u64);
+        self.kafka
+            .metrics
+            .bytes_sent
+            .inc_by(frames.iter().map(Bytes::len).sum::<usize>() as u64);
         self.observe_latency(newest_ms);
-        self.out.send(chunk).await?;
-        self.tick().await
+        let sent = self.out.send_frames(&mut frames).await;
+        self.out.frames = frames;
+        sent?;
+        self.tick_after_delivery().await
     }
 
     fn observe_latency(&self, newest_ms: i64) {
@@ -593,24 +644,34 @@ impl Subscriber {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
-            self.metrics
+            self.kafka
+                .metrics
                 .delivery_latency
                 .observe(((now_ms - newest_ms).max(0) as f64) / 1000.0);
         }
     }
 
     /// Waits for `event` while keeping the connection's timers: heartbeat, checkpoint, end.
+    ///
+    /// The event is polled first: on the hot path (woken by a new entry) nothing else is
+    /// polled, and the end conditions are still checked by the `tick` after every delivery.
+    /// The timer is left armed when the heartbeat moves later (every send moves it): it then
+    /// fires early, `tick` finds nothing due, and it is re-armed once, instead of a timer-wheel
+    /// update per event.
     async fn wait(&mut self, event: impl std::future::Future<Output = ()>) -> Result<(), End> {
         tokio::pin!(event);
         loop {
             let due = self.next_due();
+            if due < self.timer.deadline() || self.timer.is_elapsed() {
+                self.timer.as_mut().reset(due);
+            }
             tokio::select! {
                 biased;
+                _ = &mut event => return Ok(()),
+                _ = self.timer.as_mut() => self.tick().await?,
                 _ = self.out.tx.closed() => return Err(End::ClientGone),
                 _ = self.lease.feed.stop.cancelled() => return Err(End::FeedStopped),
                 _ = self.drain.cancelled(), if !matches!(self.end_at, Some((_, End::Drain))) => self.begin_drain(),
-                _ = &mut event => return Ok(()),
-                _ = tokio::time::sleep_until(due) => self.tick().await?,
             }
         }
     }
@@ -637,7 +698,22 @@ impl Subscriber {
 
     /// Does whatever is due now: end, checkpoint, heartbeat.
     async fn tick(&mut self) -> Result<(), End> {
-        self.check_end()?;
+        self.check_tokens()?;
+        self.tick_timers().await
+    }
+
+    /// [`Self::tick`] on the delivery path: the shared tokens only every
+    /// [`TOKEN_CHECK_EVERY`]th delivery.
+    async fn tick_after_delivery(&mut self) -> Result<(), End> {
+        self.deliveries = self.deliveries.wrapping_add(1);
+        if self.deliveries.is_multiple_of(TOKEN_CHECK_EVERY) {
+            self.check_tokens()?;
+        }
+        self.tick_timers().await
+    }
+
+    async fn tick_timers(&mut self) -> Result<(), End> {
+        self.check_end_at()?;
         let now = Instant::now();
         if self.filter.is_filtered() && self.dirty && now >= self.last_checkpoint + self.timing.checkpoint_interval {
             self.dirty = false;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
+use sluice_gateway::body::BodyRx;
 use sluice_gateway::feed::{Feed, FeedLimits};
 use sluice_gateway::hub::FeedLease;
 use sluice_gateway::kafka::KafkaContext;
@@ -13,7 +14,6 @@ use sluice_gateway::metrics::GatewayMetrics;
 use sluice_gateway::subscriber::{Filter, Out, Start, Subscriber, Timing};
 use sluice_kafka::KafkaArgs;
 use sluice_sse::{parse_stream, Cursor};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -33,7 +33,7 @@ fn timing() -> Timing {
 
 struct Harness {
     feed: Arc<Feed>,
-    rx: mpsc::Receiver<Bytes>,
+    rx: BodyRx,
     drain: CancellationToken,
 }
 
@@ -56,7 +56,7 @@ fn subscribe(partitions: usize, filter: Filter) -> Harness {
         Duration::from_secs(10),
     )
     .unwrap();
-    let (out, rx) = Out::channel(8, None, Duration::from_secs(30));
+    let (out, rx) = Out::channel(64 * 1024, None, Duration::from_secs(30));
     let drain = CancellationToken::new();
     let subscriber = Subscriber::new(
         FeedLease { feed: feed.clone() },
@@ -66,7 +66,7 @@ fn subscribe(partitions: usize, filter: Filter) -> Harness {
             position: start,
             resumed: false,
         },
-        timing(),
+        Arc::new(timing()),
         drain.clone(),
         out,
     );
@@ -74,7 +74,7 @@ fn subscribe(partitions: usize, filter: Filter) -> Harness {
     Harness { feed, rx, drain }
 }
 
-async fn next_frame(rx: &mut mpsc::Receiver<Bytes>) -> String {
+async fn next_frame(rx: &mut BodyRx) -> String {
     String::from_utf8(rx.recv().await.expect("a frame").to_vec()).unwrap()
 }
 
