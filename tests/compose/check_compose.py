@@ -882,11 +882,7 @@ def check_live(services: dict[str, Service], dockerfiles: dict[str, cf.Dockerfil
             if key in seen:
                 continue
             seen.add(key)
-            env = live.clean_env()
-            env.update({k: v for k, v in s.env.items() if k.startswith("SLUICE_") and v is not None})
-            admin = f"127.0.0.1:{live.free_port()}"
-            env.update(SLUICE_KAFKA_BROKERS=bootstrap, SLUICE_LISTEN="127.0.0.1:0", SLUICE_ADMIN_LISTEN=admin)
-            proc = procs.start(s.binary.name, [os.path.join(bin_dir, s.binary.name)], env)
+            proc, admin = live.start_service(procs, bin_dir, s.binary.name, s.env, bootstrap)
             started.append((s, proc, admin))
         for s, proc, admin in started:
             what = f"live: {s.binary.name} with {s.name}'s compose environment"

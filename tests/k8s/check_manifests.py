@@ -552,12 +552,8 @@ def check_live(workloads: list[Workload], bin_dir: str, report: Report) -> None:
         report.ok(f"live: sluice-dev --broker-only on {bootstrap}")
         started = []
         for w in workloads:
-            env = live.clean_env()
-            env.update({k: v for k, v in w.env.items() if k.startswith("SLUICE_") and v is not None})
-            admin = f"127.0.0.1:{live.free_port()}"
-            env.update(SLUICE_KAFKA_BROKERS=bootstrap, SLUICE_LISTEN="127.0.0.1:0", SLUICE_ADMIN_LISTEN=admin)
             args = [a for a in w.args if not a.startswith(("--listen", "--admin-listen", "--kafka-brokers"))]
-            proc = procs.start(w.binary.name, [os.path.join(bin_dir, w.binary.name)] + args, env)
+            proc, admin = live.start_service(procs, bin_dir, w.binary.name, w.env, bootstrap, args)
             started.append((w, proc, admin))
         for w, proc, admin in started:
             what = f"live: {w.binary.name} with {w.name}'s rendered environment"

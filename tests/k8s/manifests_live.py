@@ -111,6 +111,24 @@ def start_broker(procs: Processes, bin_dir: str, deadline: float) -> str:
             return line.split("=", 1)[1]
 
 
+def start_service(
+    procs: Processes,
+    bin_dir: str,
+    binary: str,
+    env: dict[str, str | None],
+    bootstrap: str,
+    args: list[str] | None = None,
+) -> tuple[subprocess.Popen, str]:
+    """Starts `binary` with the SLUICE_* variables of a deployment's `env` (others ignored), on
+    loopback against `bootstrap`; returns the process and its admin address."""
+    run_env = clean_env()
+    run_env.update({k: v for k, v in env.items() if k.startswith("SLUICE_") and v is not None})
+    admin = f"127.0.0.1:{free_port()}"
+    run_env.update(SLUICE_KAFKA_BROKERS=bootstrap, SLUICE_LISTEN="127.0.0.1:0", SLUICE_ADMIN_LISTEN=admin)
+    proc = procs.start(binary, [os.path.join(bin_dir, binary)] + (args or []), run_env)
+    return proc, admin
+
+
 def wait_ready(procs: Processes, proc: subprocess.Popen, admin: str, deadline: float) -> None:
     """Polls /readyz until 200; fails early when the process exits (e.g. 64, bad config)."""
     last = "no answer"

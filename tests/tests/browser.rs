@@ -11,24 +11,24 @@
 //!    Its screenshot is saved under `target/browser/` (a CI artifact).
 //! 3. `examples/browser/index.html` resumes after a reload from the cursor it stored.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_testkit::browser::{workspace_root, Browser};
-use sluice_testkit::process::{free_local_addr, Child, ProcessSignal, ServiceProcess};
+use sluice_testkit::process::{DevStack, ProcessSignal, ServiceProcess};
 use sluice_testkit::proxy::RoundRobinProxy;
 use sluice_testkit::TestKafka;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Publishes events `{"seq": i}` for `range`, one key (one partition, so one order), type `test`.
-async fn publish(ingest: SocketAddr, stream: &str, range: std::ops::Range<usize>) {
+/// Publishes events `{"seq": i}` for `range`, one key (one partition, so one order), type `test`,
+/// through ingest at `ingest` (`http://host:port`).
+async fn publish(ingest: &str, stream: &str, range: std::ops::Range<usize>) {
     let events: Vec<Value> = range
         .map(|i| json!({"type": "test", "key": "browser", "data": {"seq": i}}))
         .collect();
     let response = reqwest::Client::new()
-        .post(format!("http://{ingest}/v1/streams/{stream}/events"))
+        .post(format!("{ingest}/v1/streams/{stream}/events"))
         .header("content-type", "application/json")
         .body(Value::Array(events).to_string())
         .send()
@@ -54,32 +54,6 @@ async fn received_seqs(browser: &mut Browser) -> Vec<u64> {
 async fn wait_for_test_events(browser: &mut Browser, count: usize) {
     let expr = format!("window.sluiceDemo.received.filter(e => e.type === 'test').length >= {count}");
     browser.wait_for(&expr, WAIT).await.unwrap();
-}
-
-/// `sluice-dev` on free ports with `extra` flags; returns it, ingest's address and the first
-/// gateway's. Gateway i listens on the first port + i (the race with other binders is accepted).
-async fn dev_stack(extra: &[&str]) -> (Child, SocketAddr, SocketAddr) {
-    let (ingest, ingest_admin) = (free_local_addr(), free_local_addr());
-    let (gateway, gateway_admin) = (free_local_addr(), free_local_addr());
-    let mut args = vec![
-        format!("--ingest-listen={ingest}"),
-        format!("--ingest-admin-listen={ingest_admin}"),
-        format!("--gateway-listen={gateway}"),
-        format!("--gateway-admin-listen={gateway_admin}"),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let dev = Child::spawn("sluice-dev", &args, &[]).unwrap();
-    assert_eq!(
-        dev.wait_for_line("GATEWAY_URL=", WAIT).await.unwrap(),
-        format!("http://{gateway}")
-    );
-    sluice_testkit::eventually("the dev stack's gateway to be ready", WAIT, || async {
-        let response = reqwest::get(format!("http://{gateway_admin}/readyz")).await.ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await
-    .unwrap();
-    (dev, ingest, gateway)
 }
 
 fn screenshot_path(name: &str) -> std::path::PathBuf {
@@ -110,7 +84,8 @@ async fn browser_resumes_on_the_other_gateway_after_a_kill_with_every_event_exac
         .unwrap();
     let mut browser = Browser::launch().await.unwrap();
 
-    publish(ingest.listen, &topic, 0..25).await;
+    let ingest_url = format!("http://{}", ingest.listen);
+    publish(&ingest_url, &topic, 0..25).await;
     let page = format!("http://{}/?stream={topic}&from=earliest&types=test", proxy.addr());
     browser.open(&page).await.unwrap();
     wait_for_test_events(&mut browser, 25).await;
@@ -131,7 +106,7 @@ async fn browser_resumes_on_the_other_gateway_after_a_kill_with_every_event_exac
     let mut victim = gateways.remove(serving);
     victim.child.signal(ProcessSignal::SIGKILL).unwrap();
     victim.child.wait(WAIT).await.unwrap();
-    publish(ingest.listen, &topic, 25..50).await;
+    publish(&ingest_url, &topic, 25..50).await;
     wait_for_test_events(&mut browser, 50).await;
 
     let requests = stream_requests(&proxy);
@@ -167,8 +142,8 @@ async fn browser_resumes_on_the_other_gateway_after_a_kill_with_every_event_exac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_page_moves_resumes_across_drop_and_switch_and_shows_content_as_text() {
-    let (_dev, _ingest, gateway) = dev_stack(&["--gateways=2", "--ticker-interval=50ms"]).await;
-    let first = format!("http://{gateway}");
+    let dev = DevStack::start(2, &["--ticker-interval=50ms"], WAIT).await.unwrap();
+    let first = dev.gateways[0].clone();
     let mut browser = Browser::launch().await.unwrap();
     browser.open(&format!("{first}/")).await.unwrap();
 
@@ -196,8 +171,10 @@ async fn demo_page_moves_resumes_across_drop_and_switch_and_shows_content_as_tex
         .wait_for("window.sluiceDemo.connects === 3", WAIT)
         .await
         .unwrap();
-    let second = format!("http://127.0.0.1:{}", gateway.port() + 1);
-    assert_eq!(browser.eval("window.sluiceDemo.gateway").await.unwrap(), json!(second));
+    assert_eq!(
+        browser.eval("window.sluiceDemo.gateway").await.unwrap(),
+        json!(dev.gateways[1])
+    );
     let before = browser.eval(ticks).await.unwrap().as_u64().unwrap();
     browser
         .wait_for(&format!("{ticks} >= {}", before + 5), WAIT)
@@ -260,13 +237,14 @@ async fn demo_page_moves_resumes_across_drop_and_switch_and_shows_content_as_tex
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_example_resumes_after_a_reload_from_its_stored_cursor() {
-    let (_dev, ingest, gateway) = dev_stack(&["--ticker-interval=0"]).await;
+    let dev = DevStack::start(1, &["--ticker-interval=0"], WAIT).await.unwrap();
     let stream = "browser-example";
-    publish(ingest, stream, 0..5).await;
+    publish(&dev.ingest, stream, 0..5).await;
     let page = workspace_root().join("examples/browser/index.html");
     let url = format!(
-        "file://{}?gateway=http://{gateway}&stream={stream}&types=test",
-        page.display()
+        "file://{}?gateway={}&stream={stream}&types=test",
+        page.display(),
+        dev.gateways[0]
     );
     let mut browser = Browser::launch().await.unwrap();
     let seqs = "window.example.received.filter(e => e.type === 'test').map(e => JSON.parse(e.data).seq)";
@@ -278,7 +256,7 @@ async fn browser_example_resumes_after_a_reload_from_its_stored_cursor() {
     // A reload starts a new EventSource: the page resumes from the id it stored, so it shows
     // only what came after — nothing again, nothing skipped.
     browser.open(&url).await.unwrap();
-    publish(ingest, stream, 5..8).await;
+    publish(&dev.ingest, stream, 5..8).await;
     browser.wait_for(&format!("{seqs}.length >= 3"), WAIT).await.unwrap();
     assert_eq!(browser.eval(seqs).await.unwrap(), json!([5, 6, 7]));
     assert_eq!(browser.page_errors().await.unwrap(), Vec::<String>::new());

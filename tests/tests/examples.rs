@@ -12,7 +12,6 @@
 //! The scripts need `bash`, `curl` and `python3` on the PATH; a missing one fails the test with
 //! what to install.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -20,77 +19,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_sse::{parse_stream, ParsedEvent};
-use sluice_testkit::process::{binary, free_local_addr, Child, ProcessSignal, ServiceProcess};
+use sluice_testkit::process::{binary, DevStack, ProcessSignal, ServiceProcess};
 use tokio::io::AsyncReadExt;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// `sluice-dev` on free ports, ready.
-struct DevStack {
-    _process: Child,
-    bootstrap: String,
-    ingest: String,
-    gateways: Vec<String>,
-}
-
-async fn dev_stack(gateways: u16) -> DevStack {
-    let (ingest, ingest_admin) = (free_local_addr(), free_local_addr());
-    // Gateway i listens on the first port + i, so look for ports free in a row.
-    let (gateway, gateway_admin) = (free_ports_in_a_row(gateways), free_ports_in_a_row(gateways));
-    let process = Child::spawn(
-        "sluice-dev",
-        &[
-            format!("--ingest-listen={ingest}"),
-            format!("--ingest-admin-listen={ingest_admin}"),
-            format!("--gateway-listen={gateway}"),
-            format!("--gateway-admin-listen={gateway_admin}"),
-            format!("--gateways={gateways}"),
-        ],
-        &[],
-    )
-    .unwrap();
-    let bootstrap = process.wait_for_line("KAFKA_BOOTSTRAP=", WAIT).await.unwrap();
-    assert_eq!(
-        process.wait_for_line("INGEST_URL=", WAIT).await.unwrap(),
-        format!("http://{ingest}")
-    );
-    let mut admins = vec![ingest_admin];
-    let mut urls = Vec::new();
-    for i in 0..gateways {
-        urls.push(format!("http://127.0.0.1:{}", gateway.port() + i));
-        admins.push(SocketAddr::new(gateway_admin.ip(), gateway_admin.port() + i));
-    }
-    for admin in admins {
-        wait_ready(admin).await;
-    }
-    DevStack {
-        _process: process,
-        bootstrap,
-        ingest: format!("http://{ingest}"),
-        gateways: urls,
-    }
-}
-
-fn free_ports_in_a_row(n: u16) -> SocketAddr {
-    for _ in 0..100 {
-        let first = free_local_addr();
-        let free = (1..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", first.port() + i)).is_ok());
-        if free {
-            return first;
-        }
-    }
-    panic!("no {n} free loopback ports in a row");
-}
-
-async fn wait_ready(admin: SocketAddr) {
-    let http = reqwest::Client::new();
-    sluice_testkit::eventually(&format!("{admin} to become ready"), WAIT, || async {
-        let response = http.get(format!("http://{admin}/readyz")).send().await.ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await
-    .unwrap();
-}
 
 /// Publishes `{"seq": i}` for every `i` in `seqs`, all with one key: one partition, in order.
 async fn publish(ingest: &str, stream: &str, seqs: std::ops::Range<usize>) {
@@ -222,7 +154,7 @@ fn type_and_data(events: &[ParsedEvent]) -> Vec<(&str, &str)> {
 async fn curl_scripts_publish_watch_and_resume_on_the_other_gateway() {
     require("bash", "bash");
     require("curl", "curl");
-    let dev = dev_stack(2).await;
+    let dev = DevStack::start(2, &[], WAIT).await.unwrap();
     let stream = "examples-curl";
     let env = |gateway: &str| {
         vec![
@@ -381,7 +313,7 @@ impl Drop for TempDir {
 /// Run 1 reads the first events and saves its cursor; run 2, on the other gateway, from the file,
 /// prints exactly the rest.
 async fn resumes_from_its_cursor_file_on_the_other_gateway(consumer: Consumer, stream: &str) {
-    let dev = dev_stack(2).await;
+    let dev = DevStack::start(2, &[], WAIT).await.unwrap();
     let dir = TempDir::new(stream);
     let cursor_file = dir.0.join("cursor").display().to_string();
     publish_with(consumer, &dev.ingest, stream, 0..10).await;
@@ -419,7 +351,7 @@ async fn resumes_from_its_cursor_file_on_the_other_gateway(consumer: Consumer, s
 /// A consumer given two gateways reads from the first; it is killed; the consumer goes on on the
 /// second with its last id and prints every event exactly once, in order.
 async fn survives_a_killed_gateway(consumer: Consumer, stream: &str) {
-    let dev = dev_stack(0).await;
+    let dev = DevStack::start(0, &[], WAIT).await.unwrap();
     // Separate gateway processes on the dev stack's broker, so one can be killed. A short
     // retry: keeps the reconnect quick; the consumer must honour it.
     let flags = ["--retry=200ms", "--kafka-config=fetch.wait.max.ms=5"];

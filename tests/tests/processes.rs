@@ -5,20 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice_testkit::process::{binary, free_local_addr, Child, ProcessSignal, ServiceProcess};
+use sluice_testkit::process::{binary, free_local_addr, wait_ready, Child, ProcessSignal, ServiceProcess};
 use sluice_testkit::TestKafka;
 
 const STARTUP: Duration = Duration::from_secs(30);
-
-async fn wait_ready(admin: std::net::SocketAddr) {
-    let http = reqwest::Client::new();
-    sluice_testkit::eventually("the process to become ready", STARTUP, || async {
-        let response = http.get(format!("http://{admin}/readyz")).send().await.ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await
-    .unwrap();
-}
 
 fn positions(reply: &Value) -> Vec<(i32, i64)> {
     reply["events"]
@@ -240,7 +230,7 @@ async fn sluice_dev_runs_broker_and_ingest_and_lets_other_processes_join() {
         dev.wait_for_line("INGEST_URL=", STARTUP).await.unwrap(),
         format!("http://{ingest}")
     );
-    wait_ready(admin).await;
+    wait_ready(admin, STARTUP).await.unwrap();
 
     let http = reqwest::Client::new();
     let response = http
@@ -262,7 +252,7 @@ async fn sluice_dev_runs_broker_and_ingest_and_lets_other_processes_join() {
         dev.wait_for_line("GATEWAY_URL=", STARTUP).await.unwrap(),
         format!("http://{gateway}")
     );
-    wait_ready(gateway_admin).await;
+    wait_ready(gateway_admin, STARTUP).await.unwrap();
     let url = format!("http://{gateway}/v1/streams/demo?from=earliest");
     let mut stream = sluice_testkit::SseStream::connect(&http, &url, None).await.unwrap();
     let event = stream.next_event(STARTUP).await.unwrap();
@@ -287,7 +277,7 @@ async fn sluice_dev_broker_only_serves_a_separate_ingest() {
         &[],
     )
     .unwrap();
-    wait_ready(admin).await;
+    wait_ready(admin, STARTUP).await.unwrap();
     let response = reqwest::Client::new()
         .post(format!("http://{listen}/v1/streams/joined/events"))
         .header("content-type", "application/x-ndjson")

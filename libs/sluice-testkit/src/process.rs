@@ -1,5 +1,6 @@
 //! Sluice binaries as real processes, for end-to-end tests.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -26,11 +27,21 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A process closed its stdout before printing the line a test waited for.
+#[derive(Debug, thiserror::Error)]
+#[error("{name} exited without printing a line starting with {prefix:?}")]
+pub struct ExitedEarly {
+    name: String,
+    prefix: String,
+}
+
 /// A running child process whose stdout lines are collected.
 #[derive(Debug)]
 pub struct Child {
     child: tokio::process::Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Set when stdout closed: the process exited (or closed it), so no line will come.
+    stdout_closed: Arc<std::sync::atomic::AtomicBool>,
     name: String,
 }
 
@@ -54,27 +65,42 @@ impl Child {
         let stdout = child.stdout.take().expect("piped stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
+        let stdout_closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let closed = stdout_closed.clone();
         tokio::spawn(async move {
             let mut reader = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = reader.next_line().await {
                 sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
+            closed.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         Ok(Self {
             child,
             lines,
+            stdout_closed,
             name: name.to_owned(),
         })
     }
 
-    /// Waits for a stdout line starting with `prefix` and returns the rest of it.
+    /// Waits for a stdout line starting with `prefix` and returns the rest of it. Fails at once
+    /// when the process closes its stdout without printing one (it exited, e.g. with 64).
     pub async fn wait_for_line(&self, prefix: &str, timeout: Duration) -> anyhow::Result<String> {
         let what = format!("{} to print a line starting with {prefix:?}", self.name);
-        crate::eventually(&what, timeout, || async {
+        let found = crate::eventually(&what, timeout, || async {
+            let closed = self.stdout_closed.load(std::sync::atomic::Ordering::SeqCst);
             let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-            lines.iter().find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+            match lines.iter().find_map(|l| l.strip_prefix(prefix).map(str::to_owned)) {
+                Some(rest) => Some(Some(rest)),
+                None => closed.then_some(None),
+            }
         })
-        .await
+        .await?;
+        found.ok_or_else(|| {
+            anyhow::Error::new(ExitedEarly {
+                name: self.name.clone(),
+                prefix: prefix.to_owned(),
+            })
+        })
     }
 
     /// Sends `signal` (e.g. `Signal::SIGTERM`).
@@ -125,12 +151,95 @@ impl ServiceProcess {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Child::spawn(binary, &args, &[])?;
-        let http = reqwest::Client::new();
-        crate::eventually(&format!("{binary} to become ready"), timeout, || async {
-            let response = http.get(format!("http://{admin}/readyz")).send().await.ok()?;
-            response.status().is_success().then_some(())
-        })
-        .await?;
+        wait_ready(admin, timeout).await?;
         Ok(Self { child, listen, admin })
     }
+}
+
+/// Waits until the admin listener at `admin` answers `/readyz` with 200.
+pub async fn wait_ready(admin: std::net::SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    crate::eventually(&format!("{admin} to become ready"), timeout, || async {
+        let response = http.get(format!("http://{admin}/readyz")).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await
+}
+
+/// `sluice-dev` (the dev stack) as a process on free loopback ports, every service ready.
+#[derive(Debug)]
+pub struct DevStack {
+    pub child: Child,
+    /// The embedded broker's `KAFKA_BOOTSTRAP`.
+    pub bootstrap: String,
+    /// `http://127.0.0.1:PORT` of ingest.
+    pub ingest: String,
+    /// `http://127.0.0.1:PORT` of each gateway.
+    pub gateways: Vec<String>,
+}
+
+impl DevStack {
+    /// Starts `sluice-dev --gateways N` with `extra` flags and waits until ingest and every
+    /// gateway are ready.
+    pub async fn start(gateways: u16, extra: &[&str], timeout: Duration) -> anyhow::Result<Self> {
+        // The free ports are only free "a moment ago": another test may take one first, and
+        // sluice-dev then exits (64) before printing. Such a start is retried on new ports.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(gateways, extra, timeout).await {
+                Err(err) if attempt < 3 && err.is::<ExitedEarly>() => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(gateways: u16, extra: &[&str], timeout: Duration) -> anyhow::Result<Self> {
+        let (ingest, ingest_admin) = (free_local_addr(), free_local_addr());
+        // Gateway i listens on the first port + i, so look for ports free in a row.
+        let (gateway, gateway_admin) = (free_ports_in_a_row(gateways)?, free_ports_in_a_row(gateways)?);
+        let mut args = vec![
+            format!("--ingest-listen={ingest}"),
+            format!("--ingest-admin-listen={ingest_admin}"),
+            format!("--gateway-listen={gateway}"),
+            format!("--gateway-admin-listen={gateway_admin}"),
+            format!("--gateways={gateways}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Child::spawn("sluice-dev", &args, &[])?;
+        let bootstrap = child.wait_for_line("KAFKA_BOOTSTRAP=", timeout).await?;
+        let printed = child.wait_for_line("INGEST_URL=", timeout).await?;
+        anyhow::ensure!(
+            printed == format!("http://{ingest}"),
+            "sluice-dev printed INGEST_URL={printed}"
+        );
+        wait_ready(ingest_admin, timeout).await?;
+        let mut urls = Vec::new();
+        for i in 0..gateways {
+            urls.push(format!("http://{}:{}", gateway.ip(), gateway.port() + i));
+            wait_ready(SocketAddr::new(gateway_admin.ip(), gateway_admin.port() + i), timeout).await?;
+        }
+        Ok(Self {
+            child,
+            bootstrap,
+            ingest: format!("http://{ingest}"),
+            gateways: urls,
+        })
+    }
+}
+
+/// The first of `n` loopback ports that were all free a moment ago.
+fn free_ports_in_a_row(n: u16) -> anyhow::Result<SocketAddr> {
+    for _ in 0..100 {
+        let first = free_local_addr();
+        let free = |i| {
+            first
+                .port()
+                .checked_add(i)
+                .is_some_and(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        };
+        if (1..n).all(free) {
+            return Ok(first);
+        }
+    }
+    anyhow::bail!("no {n} free loopback ports in a row")
 }
