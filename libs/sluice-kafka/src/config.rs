@@ -5,7 +5,8 @@ use rdkafka::ClientConfig;
 use crate::KafkaError;
 
 /// Properties Sluice sets itself. Overriding them would break a contract (ingest's "a 2xx means
-/// Kafka has it", the gateway's "key → partition is murmur2"), so `--kafka-config` refuses them.
+/// Kafka has it", the gateway's "key → partition is murmur2", "nothing is created by asking"),
+/// so `--kafka-config` refuses them.
 const FIXED_PROPERTIES: &[&str] = &[
     "bootstrap.servers",
     "metadata.broker.list",
@@ -13,6 +14,7 @@ const FIXED_PROPERTIES: &[&str] = &[
     "request.required.acks",
     "enable.idempotence",
     "partitioner",
+    "allow.auto.create.topics",
 ];
 
 /// How to reach Kafka. Flattened into each service's command line.
@@ -114,6 +116,10 @@ impl KafkaArgs {
         for (key, value) in self.properties()? {
             config.set(key, value);
         }
+        // librdkafka's producer asks the broker to create any topic it looks up (its default is
+        // true, unlike the consumer's), so one request naming a missing stream would create it.
+        // Topics are created only on purpose (`TopicCreator`), never by asking.
+        config.set("allow.auto.create.topics", "false");
         Ok(config)
     }
 }
@@ -160,6 +166,7 @@ mod tests {
         assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(config.get("sasl.password"), Some("a=b"), "only the first '=' separates");
         assert_eq!(config.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+        assert_eq!(config.get("allow.auto.create.topics"), Some("false"));
     }
 
     #[test]
@@ -170,7 +177,12 @@ mod tests {
 
     #[test]
     fn refuses_to_override_fixed_properties() {
-        for entry in ["acks=1", "enable.idempotence=false", "partitioner=random"] {
+        for entry in [
+            "acks=1",
+            "enable.idempotence=false",
+            "partitioner=random",
+            "allow.auto.create.topics=true",
+        ] {
             let err = args(&[entry]).validate().unwrap_err();
             assert!(err.to_string().contains("Sluice sets this property itself"), "{err}");
         }

@@ -2,8 +2,10 @@
 //!
 //! It listens on loopback TCP ports and speaks the real Kafka protocol, so any client in any
 //! process can use it, and it can inject faults (brokers down). It cannot answer
-//! offsets-by-timestamp or CreateTopics, and it creates unknown topics on first use with
-//! librdkafka's default of 4 partitions. Data lives in memory only.
+//! offsets-by-timestamp or CreateTopics, and it creates an unknown topic (librdkafka's default
+//! of 4 partitions) when a client asks for it with auto-creation allowed, which Sluice's clients
+//! never do; [`EmbeddedBroker::topic_creator`] is how Sluice creates topics on it. Data lives in
+//! memory only.
 //!
 //! librdkafka's handle is not `Send`, so the cluster lives on a thread of its own and this type
 //! talks to it over a channel; that makes [`EmbeddedBroker`] usable from any task or thread.
@@ -13,6 +15,7 @@ use std::thread::JoinHandle;
 
 use rdkafka::mocking::MockCluster;
 
+use crate::create::{CreateFuture, TopicCreator};
 use crate::KafkaError;
 
 enum Command {
@@ -25,6 +28,8 @@ enum Command {
         up: bool,
         reply: mpsc::Sender<Result<(), KafkaError>>,
     },
+    /// Ends the thread even while [`EmbeddedTopicCreator`]s still hold senders.
+    Stop,
 }
 
 /// A running in-process broker. Dropping it stops the broker.
@@ -71,6 +76,7 @@ impl EmbeddedBroker {
                             };
                             let _ = reply.send(result.map_err(KafkaError::Kafka));
                         }
+                        Command::Stop => break,
                     }
                 }
             })
@@ -99,27 +105,70 @@ impl EmbeddedBroker {
         })
     }
 
+    /// A [`TopicCreator`] backed by this broker, for services that create topics on purpose
+    /// (ingest's `--auto-create-streams` in the dev stack). It fails once the broker has stopped.
+    pub fn topic_creator(&self) -> EmbeddedTopicCreator {
+        EmbeddedTopicCreator {
+            commands: self.commands.clone(),
+        }
+    }
+
     /// Makes every broker refuse connections (`false`) or accept them again (`true`).
     pub fn set_brokers_up(&self, up: bool) -> Result<(), KafkaError> {
         self.call(|reply| Command::SetBrokersUp { up, reply })
     }
 
     fn call(&self, command: impl FnOnce(mpsc::Sender<Result<(), KafkaError>>) -> Command) -> Result<(), KafkaError> {
-        let gone = || KafkaError::Task("the embedded broker has stopped".into());
-        let (reply, response) = mpsc::channel();
-        self.commands
-            .as_ref()
-            .ok_or_else(gone)?
-            .send(command(reply))
-            .map_err(|_| gone())?;
-        response.recv().map_err(|_| gone())?
+        call(self.commands.as_ref(), command)
+    }
+}
+
+fn call(
+    commands: Option<&mpsc::Sender<Command>>,
+    command: impl FnOnce(mpsc::Sender<Result<(), KafkaError>>) -> Command,
+) -> Result<(), KafkaError> {
+    let gone = || KafkaError::Task("the embedded broker has stopped".into());
+    let (reply, response) = mpsc::channel();
+    commands.ok_or_else(gone)?.send(command(reply)).map_err(|_| gone())?;
+    response.recv().map_err(|_| gone())?
+}
+
+/// Creates topics on an [`EmbeddedBroker`] (see [`EmbeddedBroker::topic_creator`]).
+#[derive(Debug, Clone)]
+pub struct EmbeddedTopicCreator {
+    commands: Option<mpsc::Sender<Command>>,
+}
+
+impl TopicCreator for EmbeddedTopicCreator {
+    fn create_topic<'a>(&'a self, topic: &'a str, partitions: i32) -> CreateFuture<'a> {
+        let (commands, name) = (self.commands.clone(), topic.to_owned());
+        Box::pin(async move {
+            let created = tokio::task::spawn_blocking(move || {
+                call(commands.as_ref(), |reply| Command::CreateTopic {
+                    name,
+                    partitions,
+                    reply,
+                })
+            })
+            .await
+            .map_err(|e| KafkaError::Task(e.to_string()))?;
+            match created {
+                Err(KafkaError::Kafka(rdkafka::error::KafkaError::MockCluster(
+                    rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                ))) => Ok(()),
+                other => other,
+            }
+        })
     }
 }
 
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
-        // Closing the channel ends the thread's loop, which drops the cluster.
-        self.commands.take();
+        // Ending the thread's loop drops the cluster; creators may still hold senders, so the
+        // channel closing is not enough.
+        if let Some(commands) = self.commands.take() {
+            let _ = commands.send(Command::Stop);
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

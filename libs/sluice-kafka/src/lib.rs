@@ -7,6 +7,9 @@
 //! - [`producer::Producer`]: idempotent, `acks=all`, the Java client's murmur2 partitioner, a
 //!   short linger and compression. Ingest relies on it never acknowledging data Kafka could lose.
 //! - [`metadata`]: topic partition counts and watermarks, for readiness and stream lookups.
+//! - [`directory::TopicDirectory`]: which topics exist, cached so floods of unknown stream names
+//!   neither reach Kafka per request nor grow memory; [`create::TopicCreator`]: creating a
+//!   topic on purpose. No client of this crate creates a topic by asking about it.
 //! - [`murmur2`]: the key → partition function every Kafka producer agrees on, so a reader can
 //!   compute which partition a key lives in without asking anyone.
 //! - [`embedded::EmbeddedBroker`]: librdkafka's in-process mock cluster, reached over the real
@@ -16,6 +19,8 @@
 //! configuration alone.
 
 pub mod config;
+pub mod create;
+pub mod directory;
 pub mod embedded;
 mod error;
 pub mod metadata;
@@ -24,6 +29,8 @@ pub mod producer;
 pub mod streams;
 
 pub use config::KafkaArgs;
+pub use create::{AdminTopicCreator, TopicCreator};
+pub use directory::TopicDirectory;
 pub use error::KafkaError;
 pub use producer::{Delivered, OutRecord, Pending, Producer, ProducerSettings};
 pub use streams::{StreamArgs, StreamCatalog, StreamError};

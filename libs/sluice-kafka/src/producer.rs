@@ -187,6 +187,12 @@ impl Producer {
         crate::metadata::cluster_info(move || inner.client().fetch_metadata(None, timeout)).await
     }
 
+    /// A blocking lister of every topic's name, for a [`crate::TopicDirectory`].
+    pub fn topic_lister(&self, timeout: Duration) -> crate::directory::ListTopics {
+        let inner = self.inner.clone();
+        std::sync::Arc::new(move || crate::directory::existing_topics(inner.client().fetch_metadata(None, timeout)))
+    }
+
     /// Partition count of `topic`, or [`KafkaError::UnknownTopic`].
     pub async fn partition_count(&self, topic: &str, timeout: Duration) -> Result<usize, KafkaError> {
         let inner = self.inner.clone();

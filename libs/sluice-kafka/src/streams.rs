@@ -1,7 +1,8 @@
 //! Streams: which Kafka topics are exposed, and under what names.
 //!
 //! A stream name is the topic name without the configured prefix, and matches
-//! `[A-Za-z0-9._-]{1,249}` (Kafka's own topic-name rule). The allow-list is a comma-separated
+//! `[A-Za-z0-9._-]{1,249}`, `.` and `..` excepted, with the prefix counted in the 249: Kafka's own
+//! topic-name rules, so a name that passes here is one Kafka accepts. The allow-list is a comma-separated
 //! list of names and globs (`*` matches any run of characters, `?` one character), matched
 //! against stream names; the default `*` exposes every topic under the prefix.
 //!
@@ -17,7 +18,7 @@ pub const MAX_STREAM_NAME: usize = 249;
 /// Why a stream cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StreamError {
-    #[error("stream names are 1 to 249 characters of A-Z, a-z, 0-9, '.', '_' and '-'; got {0:?}")]
+    #[error("stream names are 1 to 249 characters (topic prefix included) of A-Z, a-z, 0-9, '.', '_' and '-', and not '.' or '..'; got {0:?}")]
     InvalidName(String),
     #[error("there is no stream {0:?}")]
     NotAllowed(String),
@@ -75,10 +76,12 @@ impl StreamCatalog {
 
     /// The Kafka topic behind `stream`, if the name is valid and allowed.
     pub fn topic_for(&self, stream: &str) -> Result<String, StreamError> {
-        if !is_valid_name(stream) || self.prefix.len() + stream.len() > MAX_STREAM_NAME {
+        let topic = format!("{}{stream}", self.prefix);
+        // The topic is checked too: the prefix counts against the length, and `.` + `.` is `..`.
+        if !is_valid_name(stream) || !is_valid_name(&topic) {
             return Err(StreamError::InvalidName(stream.to_owned()));
         }
-        let internal = format!("{}{stream}", self.prefix).starts_with("__");
+        let internal = topic.starts_with("__");
         if !self
             .patterns
             .iter()
@@ -87,7 +90,7 @@ impl StreamCatalog {
         {
             return Err(StreamError::NotAllowed(stream.to_owned()));
         }
-        Ok(format!("{}{stream}", self.prefix))
+        Ok(topic)
     }
 }
 
@@ -102,9 +105,10 @@ impl fmt::Display for StreamCatalog {
     }
 }
 
-/// True when `name` is a syntactically valid stream name.
+/// True when `name` is a syntactically valid stream name. Kafka refuses `.` and `..` (they
+/// would be directory names on the broker's disk).
 pub fn is_valid_name(name: &str) -> bool {
-    (1..=MAX_STREAM_NAME).contains(&name.len()) && name.bytes().all(is_name_byte)
+    (1..=MAX_STREAM_NAME).contains(&name.len()) && name.bytes().all(is_name_byte) && name != "." && name != ".."
 }
 
 fn is_name_byte(b: u8) -> bool {
@@ -177,10 +181,15 @@ mod tests {
     #[test]
     fn rejects_invalid_names() {
         let c = catalog("", &["*"]);
-        for bad in ["", "a/b", "a b", "ü", &"x".repeat(250)] {
+        for bad in ["", ".", "..", "a/b", "a b", "ü", "a\0", &"x".repeat(250)] {
             assert!(matches!(c.topic_for(bad), Err(StreamError::InvalidName(_))), "{bad:?}");
         }
         assert!(c.topic_for(&"x".repeat(249)).is_ok());
+        assert!(c.topic_for("...").is_ok(), "only `.` and `..` are reserved");
+        assert!(matches!(
+            catalog(".", &["*"]).topic_for("."),
+            Err(StreamError::InvalidName(_))
+        ));
         // The prefix counts against Kafka's limit.
         assert!(matches!(
             catalog("p.", &["*"]).topic_for(&"x".repeat(248)),

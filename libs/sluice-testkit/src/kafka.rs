@@ -161,6 +161,12 @@ impl TestKafka {
         .await
     }
 
+    /// A creator of topics on the embedded broker, for a service's `--auto-create-streams`
+    /// (the mock cluster cannot answer CreateTopics); `None` for other brokers, which can.
+    pub fn topic_creator(&self) -> Option<sluice_kafka::embedded::EmbeddedTopicCreator> {
+        self.embedded.as_ref().map(EmbeddedBroker::topic_creator)
+    }
+
     /// True when [`TestKafka::set_brokers_up`] works (the embedded broker only).
     pub fn supports_fault_injection(&self) -> bool {
         self.embedded.is_some()

@@ -67,6 +67,9 @@ struct DevConfig {
     log: LogArgs,
 }
 
+/// Partitions of every topic the dev stack creates (librdkafka's mock cluster default).
+const DEV_PARTITIONS: i32 = 4;
+
 #[tokio::main]
 async fn main() {
     let config: DevConfig = parse_or_exit();
@@ -100,6 +103,11 @@ async fn main() {
     ingest.log = config.log.clone();
     ingest.cors = open_cors.clone();
     ingest.shutdown_timeout = Duration::from_secs(5);
+    // Publishing to a new name creates its stream, as a dev stack should; through the embedded
+    // broker, since the mock cluster cannot answer Kafka's CreateTopics.
+    ingest.auto_create_streams = true;
+    ingest.auto_create_partitions = DEV_PARTITIONS as u32;
+    ingest.topic_creator = Some(std::sync::Arc::new(broker.topic_creator()));
     let listener = bind_or_exit(ingest.listen, "--ingest-listen");
     let admin = bind_or_exit(ingest.admin_listen, "--ingest-admin-listen");
     let ingest_addr = listener.local_addr().expect("bound address");
@@ -154,6 +162,10 @@ async fn main() {
     }
 
     if !config.ticker_interval.is_zero() {
+        // No client creates a topic by asking, so the ticker's topic is made here.
+        if let Err(err) = broker.create_topic(&config.ticker_stream, DEV_PARTITIONS) {
+            eprintln!("sluice-dev: cannot create the {} topic: {err}", config.ticker_stream);
+        }
         let settings = IngestConfig::for_brokers(&bootstrap).producer_settings();
         match Producer::new(&KafkaArgs::new(&bootstrap), settings) {
             Ok(producer) => {

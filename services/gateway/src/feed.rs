@@ -263,6 +263,7 @@ impl Feed {
         topic: &str,
         limits: FeedLimits,
     ) -> Result<Arc<Self>, GatewayError> {
+        kafka.ensure_exists(topic).await?;
         let partitions = kafka.partition_count(topic).await?;
         let watermarks = kafka.watermarks(topic, 0..partitions).await?;
         let prefill = (limits.ring_events / partitions.max(1)).max(1) as i64;

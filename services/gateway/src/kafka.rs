@@ -23,6 +23,8 @@ pub struct KafkaContext {
     pub metrics: GatewayMetrics,
     catchup: Arc<Semaphore>,
     admin: Arc<BaseConsumer>,
+    /// Which topics exist, so requests for unknown streams do not each ask Kafka.
+    topics: sluice_kafka::TopicDirectory,
     timeout: Duration,
     lag_interval: Duration,
 }
@@ -48,13 +50,18 @@ impl KafkaContext {
         timeout: Duration,
         lag_interval: Duration,
     ) -> Result<Self, KafkaError> {
-        let admin: BaseConsumer = consumer_config(&args)?.create().map_err(KafkaError::ClientConfig)?;
+        let admin: Arc<BaseConsumer> = Arc::new(consumer_config(&args)?.create().map_err(KafkaError::ClientConfig)?);
+        let lister = admin.clone();
+        let topics = sluice_kafka::TopicDirectory::new(Arc::new(move || {
+            sluice_kafka::directory::existing_topics(lister.fetch_metadata(None, timeout))
+        }));
         Ok(Self {
             args,
             runtime,
             metrics,
             catchup: Arc::new(Semaphore::new(max_catchup_readers.max(1))),
-            admin: Arc::new(admin),
+            admin,
+            topics,
             timeout,
             lag_interval,
         })
@@ -67,6 +74,16 @@ impl KafkaContext {
         sluice_kafka::metadata::cluster_info(move || admin.fetch_metadata(None, timeout))
             .await
             .map(|_| ())
+    }
+
+    /// `Ok` when `topic` exists, 404 when it does not, from the cached topic list: a flood of
+    /// unknown names costs at most one listing every few seconds.
+    pub async fn ensure_exists(&self, topic: &str) -> Result<(), GatewayError> {
+        match self.topics.exists(topic).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(GatewayError::UnknownStream(format!("there is no topic {topic:?}"))),
+            Err(e) => Err(GatewayError::Kafka(e)),
+        }
     }
 
     /// Partition count of `topic`; 404 when it does not exist.

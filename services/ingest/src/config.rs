@@ -47,6 +47,28 @@ pub struct IngestConfig {
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// How long a request body may take to arrive, counted from the end of the headers. A body
+    /// that stops arriving (a `Content-Length` larger than what is sent, an unfinished chunked
+    /// body) gets 408 and the connection is closed; nothing of it is written.
+    #[arg(long, env = "SLUICE_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Create a missing stream's topic when an event is published to it (Kafka CreateTopics).
+    /// Off: publishing to a stream without a topic is 404. Only names `--streams` allows are
+    /// created.
+    #[arg(long, env = "SLUICE_AUTO_CREATE_STREAMS")]
+    pub auto_create_streams: bool,
+
+    /// Partitions of a topic created by `--auto-create-streams` (replication: the broker's
+    /// default).
+    #[arg(long, env = "SLUICE_AUTO_CREATE_PARTITIONS", default_value_t = 6)]
+    pub auto_create_partitions: u32,
+
+    /// How `--auto-create-streams` creates topics; `None` means Kafka CreateTopics. The dev stack
+    /// injects its embedded broker here in code (the mock cluster cannot answer CreateTopics).
+    #[arg(skip)]
+    pub topic_creator: Option<std::sync::Arc<dyn sluice_kafka::TopicCreator>>,
+
     /// HTTP worker threads; 0 means one per CPU.
     #[arg(long, env = "SLUICE_WORKERS", default_value_t = 0)]
     pub workers: usize,
@@ -74,7 +96,7 @@ pub struct Limits {
     #[arg(long, env = "SLUICE_MAX_EVENTS_PER_REQUEST", default_value_t = 1000)]
     pub max_events_per_request: usize,
 
-    /// Largest event `data`, serialised as compact JSON, in bytes (413 above it). Must stay
+    /// Largest event `data`, its JSON text as sent, in bytes (413 above it). Must stay
     /// below the broker's `message.max.bytes` (1 MB by default), headers and key included.
     #[arg(long, env = "SLUICE_MAX_EVENT_BYTES", default_value_t = 900 * 1024)]
     pub max_event_bytes: usize,
@@ -99,6 +121,9 @@ impl Default for Limits {
         }
     }
 }
+
+/// Most partitions `--auto-create-partitions` may ask for: beyond this a typo, not a plan.
+const MAX_PARTITIONS: u32 = 10_000;
 
 /// Headroom left in a Kafka record for the key, headers and record overhead.
 const RECORD_OVERHEAD_BYTES: usize = 4 * 1024;
@@ -130,6 +155,10 @@ impl IngestConfig {
             linger: Duration::from_millis(5),
             compression: "lz4".into(),
             shutdown_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            auto_create_streams: false,
+            auto_create_partitions: 6,
+            topic_creator: None,
             workers: 0,
             max_connections: 25_000,
             cors: CorsArgs::default(),
@@ -164,6 +193,12 @@ impl IngestConfig {
         if self.linger >= self.produce_timeout {
             return Err("--linger must be shorter than --produce-timeout".into());
         }
+        if self.body_timeout < Duration::from_millis(100) || self.body_timeout > Duration::from_secs(3600) {
+            return Err("--body-timeout must be between 100ms and 1h".into());
+        }
+        if !(1..=MAX_PARTITIONS).contains(&self.auto_create_partitions) {
+            return Err(format!("--auto-create-partitions must be 1 to {MAX_PARTITIONS}"));
+        }
         Ok(catalog)
     }
 
@@ -189,6 +224,8 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.listen.port(), 8090);
         assert_eq!(config.admin_listen.port(), 9090);
+        assert!(!config.auto_create_streams, "topics are created only when asked to");
+        assert!(config.body_timeout <= Duration::from_secs(30));
     }
 
     #[test]
@@ -206,6 +243,11 @@ mod tests {
             .contains("--produce-timeout"));
         assert!(parse(&["--kafka-config", "acks=1"]).unwrap_err().contains("acks=…"));
         assert!(parse(&["--streams", "a/b"]).unwrap_err().contains("--streams"));
+        assert!(parse(&["--body-timeout", "0s"]).unwrap_err().contains("--body-timeout"));
+        assert!(parse(&["--auto-create-partitions", "0"])
+            .unwrap_err()
+            .contains("--auto-create-partitions"));
+        assert!(parse(&["--kafka-config", "allow.auto.create.topics=true"]).is_err());
     }
 
     #[test]

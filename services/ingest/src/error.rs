@@ -17,7 +17,7 @@ pub enum IngestError {
     BodyTooLarge { max: usize },
     #[error("{count} events in one request; the limit is {max}")]
     TooManyEvents { count: usize, max: usize },
-    #[error("the event data is {size} bytes as compact JSON; the limit is {max}")]
+    #[error("the event data is {size} bytes as sent; the limit is {max}")]
     EventTooLarge { size: usize, max: usize },
     #[error("invalid JSON: {0}")]
     InvalidJson(String),
@@ -31,6 +31,8 @@ pub enum IngestError {
     },
     #[error("cannot read the request body: {0}")]
     Body(String),
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("Kafka cannot take events now: {0}")]
     KafkaUnavailable(#[source] sluice_kafka::KafkaError),
 }
@@ -57,6 +59,7 @@ impl IngestError {
             IngestError::InvalidEvent(_) => "invalid_event",
             IngestError::AtEvent { source, .. } => source.code(),
             IngestError::Body(_) => "invalid_body",
+            IngestError::BodyTimeout(_) => "body_timeout",
             IngestError::KafkaUnavailable(_) => "kafka_unavailable",
         }
     }
@@ -79,6 +82,7 @@ impl ResponseError for IngestError {
             | IngestError::InvalidEvent(_)
             | IngestError::Body(_) => StatusCode::BAD_REQUEST,
             IngestError::UnknownStream(_) => StatusCode::NOT_FOUND,
+            IngestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::BodyTooLarge { .. }
             | IngestError::TooManyEvents { .. }
@@ -94,6 +98,12 @@ impl ResponseError for IngestError {
             response
                 .headers_mut()
                 .insert(actix_web::http::header::RETRY_AFTER, crate::retry_after());
+        }
+        if matches!(self, IngestError::BodyTimeout(_)) {
+            // The rest of the body may still come: the connection cannot carry another request.
+            response
+                .head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
         }
         response
     }

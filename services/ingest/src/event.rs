@@ -1,9 +1,16 @@
 //! Request bodies → validated events, all or nothing.
 //!
 //! A body is one JSON event, a JSON array of events, or NDJSON (one event per line). Every event
-//! is checked before any is produced, so bad input changes nothing. The event's `data` is stored
-//! as compact JSON: a JSON text without raw line breaks, so it becomes exactly one SSE `data:`
-//! line downstream.
+//! is checked before any is produced, so bad input changes nothing.
+//!
+//! The event's `data` is stored exactly as sent: the JSON text of the value, byte for byte
+//! (serde_json's `RawValue` validates it and hands back the slice of the body it occupies). It
+//! is never re-serialised, because a round trip through `serde_json::Value` changes data: big
+//! integers lose precision, duplicate keys collapse, `1.10` becomes `1.1`, keys may reorder.
+//! Size limits measure that text. Pretty JSON keeps its line breaks; the gateway splits such data
+//! into several SSE `data:` lines, which a client's EventSource joins with LF, so the client
+//! sees the text as sent, except that a CR or CRLF (only possible as whitespace between JSON
+//! tokens) arrives as LF: SSE itself treats every CR as a line end.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -59,7 +66,7 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&
 pub struct Event {
     pub event_type: Option<String>,
     pub key: Option<String>,
-    /// Compact JSON.
+    /// The JSON text of `data`, exactly as sent.
     pub data: Vec<u8>,
 }
 
@@ -114,7 +121,7 @@ fn validate(raw: &RawValue, limits: &Limits) -> Result<Event, IngestError> {
     if let Some(key) = &wire.key {
         check_text("key", key, limits.max_key_bytes)?;
     }
-    let data = compact(data)?;
+    let data = data.get().as_bytes().to_vec();
     if data.len() > limits.max_event_bytes {
         return Err(IngestError::EventTooLarge {
             size: data.len(),
@@ -153,40 +160,6 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), IngestError> {
     Ok(())
 }
 
-/// Re-serialises `data` without insignificant whitespace. Skips the work when the text is
-/// already free of whitespace outside strings, the common case for machine-written JSON.
-fn compact(raw: &RawValue) -> Result<Vec<u8>, IngestError> {
-    let text = raw.get();
-    if !has_whitespace_outside_strings(text) {
-        return Ok(text.as_bytes().to_vec());
-    }
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| IngestError::InvalidJson(format!("data: {e}")))?;
-    serde_json::to_vec(&value).map_err(|e| IngestError::InvalidJson(format!("data: {e}")))
-}
-
-fn has_whitespace_outside_strings(json: &str) -> bool {
-    let mut in_string = false;
-    let mut escaped = false;
-    for b in json.bytes() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-        } else {
-            match b {
-                b'"' => in_string = true,
-                b' ' | b'\t' | b'\n' | b'\r' => return true,
-                _ => {}
-            }
-        }
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,13 +190,44 @@ mod tests {
     }
 
     #[test]
-    fn data_is_compacted_to_one_line() {
-        let events = parse(
-            "{\"data\": {\n  \"a\" : [1, 2],\n  \"s\": \"x y\\n\" }}",
-            BodyFormat::Json,
-        )
-        .unwrap();
-        assert_eq!(events[0].data, br#"{"a":[1,2],"s":"x y\n"}"#);
+    fn data_is_kept_byte_for_byte() {
+        let samples = [
+            "{\n  \"a\" : [1, 2],\r\n  \"s\": \"x y\\n\" }",
+            "12345678901234567890123",
+            "{\"k\":1,\"k\":2}",
+            "{\"z\":1,\"a\":2}",
+            "[1.10, 1e2, -0, 1E-7, 0.0]",
+            "\"\\u00e9\\ud83d\\ude00 é\"",
+            "\t[ ]",
+        ];
+        for data in samples {
+            for (body, format) in [
+                (format!("{{\"data\": {data} }}"), BodyFormat::Json),
+                (format!("[{{\"data\":{data}}},{{\"data\":{data}}}]"), BodyFormat::Json),
+                (format!("{{\"data\":{data}}}\n"), BodyFormat::NdJson),
+            ] {
+                if format == BodyFormat::NdJson && data.contains('\n') {
+                    continue;
+                }
+                let events = parse(&body, format).unwrap();
+                for event in events {
+                    assert_eq!(std::str::from_utf8(&event.data).unwrap(), data.trim_start(), "{body}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn size_limit_measures_the_text_as_sent() {
+        let limits = Limits {
+            max_event_bytes: 9,
+            ..Limits::default()
+        };
+        // Nine bytes as sent (seven compacted): at the limit. Ten as sent: over it, although
+        // its compact form would fit.
+        assert!(parse_body(b"{\"data\":[1,  2,3]}", BodyFormat::Json, &limits).is_ok());
+        let spaced = parse_body(b"{\"data\":[1,   2,3]}", BodyFormat::Json, &limits);
+        assert!(matches!(spaced, Err(IngestError::EventTooLarge { size: 10, max: 9 })));
     }
 
     #[test]
@@ -300,11 +304,5 @@ mod tests {
         );
         assert!(BodyFormat::from_content_type(Some("text/plain")).is_err());
         assert!(BodyFormat::from_content_type(None).is_err());
-    }
-
-    #[test]
-    fn whitespace_scan_ignores_strings() {
-        assert!(!has_whitespace_outside_strings(r#"{"a":"x y","b":"q\" r"}"#));
-        assert!(has_whitespace_outside_strings(r#"{"a": 1}"#));
     }
 }

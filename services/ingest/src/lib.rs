@@ -5,10 +5,11 @@
 //! The flow of one request:
 //!
 //! 1. [`StreamCatalog`] maps the stream name to a topic, or refuses it (400/404).
-//! 2. The body is read up to `--max-body-bytes` (413) and [`event::parse_body`] validates every
-//!    event (400/413/415) — nothing is produced unless the whole request is valid.
+//! 2. The body is read up to `--max-body-bytes` (413) within `--body-timeout` (408, connection
+//!    closed) and [`event::parse_body`] validates every event (400/413/415) — nothing is
+//!    produced unless the whole request is valid.
 //! 3. [`topics::TopicCache`] confirms the topic exists (404), without a metadata round trip per
-//!    request.
+//!    request, or creates it with `--auto-create-streams`.
 //! 4. [`publish::publish`] enqueues all records in request order, then awaits every
 //!    acknowledgement. If Kafka fails some, the answer (503 + `Retry-After`) lists per event
 //!    which were written and which were not.
@@ -41,6 +42,10 @@ pub use config::IngestConfig;
 use error::IngestError;
 use event::BodyFormat;
 use metrics::{IngestMetrics, StatusLabel};
+
+/// How long a client may take to send the request line and headers (actix's
+/// `client_request_timeout`; its default, made explicit).
+const HEADERS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +95,28 @@ pub struct AppState {
     pub producer: Producer,
     pub topics: topics::TopicCache,
     pub limits: config::Limits,
+    pub body_timeout: Duration,
     pub metrics: IngestMetrics,
+}
+
+/// The topic cache, with a creator when `--auto-create-streams` is on: the one the dev stack
+/// injected, else Kafka's CreateTopics.
+fn topic_cache(config: &IngestConfig, producer: &Producer, timeout: Duration) -> Result<topics::TopicCache, RunError> {
+    let directory = sluice_kafka::TopicDirectory::new(producer.topic_lister(timeout));
+    let auto_create = if config.auto_create_streams {
+        let creator: Arc<dyn sluice_kafka::TopicCreator> = match &config.topic_creator {
+            Some(creator) => creator.clone(),
+            None => Arc::new(sluice_kafka::AdminTopicCreator::new(&config.kafka, timeout)?),
+        };
+        Some(topics::AutoCreate {
+            creator,
+            // validate() bounds the count well below i32::MAX.
+            partitions: i32::try_from(config.auto_create_partitions).unwrap_or(i32::MAX),
+        })
+    } else {
+        None
+    };
+    Ok(topics::TopicCache::new(directory, auto_create))
 }
 
 /// Serves the events API on `listener` and the admin endpoints on `admin_listener` until
@@ -112,8 +138,9 @@ pub async fn run(
     let state = web::Data::new(AppState {
         catalog,
         producer: producer.clone(),
-        topics: topics::TopicCache::new(producer.clone(), metadata_timeout),
+        topics: topic_cache(&config, &producer, metadata_timeout)?,
         limits: config.limits.clone(),
+        body_timeout: config.body_timeout,
         metrics,
     });
     let stop_watching = CancellationToken::new();
@@ -160,6 +187,9 @@ pub async fn run(
     })
     .workers(workers)
     .max_connections(config.max_connections)
+    // Headers that stop arriving are cut by actix itself (408, connection closed); the body has
+    // its own deadline, `--body-timeout`, in the handler.
+    .client_request_timeout(HEADERS_TIMEOUT)
     .backlog(4096)
     .h1_allow_half_closed(false)
     .disable_signals()
@@ -220,6 +250,63 @@ async fn publish_events(
     if declared.is_some_and(|n| n > max) {
         return Err(IngestError::BodyTooLarge { max });
     }
+    let body = match tokio::time::timeout(state.body_timeout, read_body(&mut payload, declared, max)).await {
+        Ok(body) => body?,
+        Err(_) => return Ok(body_timeout_response(payload, state.body_timeout)),
+    };
+
+    let events = event::parse_body(&body, format, &state.limits)?;
+    state.topics.ensure_exists(&stream, &topic).await?;
+    let traceparent = trace::traceparent(request.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+
+    let started = Instant::now();
+    let outcome = publish::publish(&state.producer, &topic, events, &traceparent).await;
+    state.metrics.produce_latency.observe(started.elapsed().as_secs_f64());
+    Ok(outcome.into_response(&stream, &state.metrics))
+}
+
+/// 408 for a body that stopped arriving, closing the connection. actix treats an unfinished
+/// chunked body whose payload the handler dropped as "drain it, then keep the connection", and
+/// draining a body that never ends would hold the connection forever; a payload still alive when
+/// the response body ends makes it close the connection instead (after lingering
+/// `client_disconnect_timeout`, 1 s). So the response body owns the payload.
+fn body_timeout_response(payload: web::Payload, timeout: Duration) -> HttpResponse {
+    let response = actix_web::ResponseError::error_response(&IngestError::BodyTimeout(timeout));
+    let (head, body) = response.into_parts();
+    let json = actix_web::body::MessageBody::try_into_bytes(body).unwrap_or_default();
+    head.set_body(BodyHoldingPayload {
+        json: Some(json),
+        _payload: payload,
+    })
+    .map_into_boxed_body()
+}
+
+struct BodyHoldingPayload {
+    json: Option<bytes::Bytes>,
+    _payload: web::Payload,
+}
+
+impl actix_web::body::MessageBody for BodyHoldingPayload {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Sized(self.json.as_ref().map_or(0, |b| b.len() as u64))
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<bytes::Bytes, Self::Error>>> {
+        std::task::Poll::Ready(self.get_mut().json.take().map(Ok))
+    }
+}
+
+/// Reads the whole body, refusing it as soon as it passes `max` bytes.
+async fn read_body(
+    payload: &mut web::Payload,
+    declared: Option<usize>,
+    max: usize,
+) -> Result<bytes::BytesMut, IngestError> {
     let mut body = bytes::BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(max));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| match e {
@@ -231,15 +318,7 @@ async fn publish_events(
         }
         body.extend_from_slice(&chunk);
     }
-
-    let events = event::parse_body(&body, format, &state.limits)?;
-    state.topics.ensure_exists(&stream, &topic).await?;
-    let traceparent = trace::traceparent(request.headers().get("traceparent").and_then(|v| v.to_str().ok()));
-
-    let started = Instant::now();
-    let outcome = publish::publish(&state.producer, &topic, events, &traceparent).await;
-    state.metrics.produce_latency.observe(started.elapsed().as_secs_f64());
-    Ok(outcome.into_response(&stream, &state.metrics))
+    Ok(body)
 }
 
 /// `Retry-After` for 503s: 1–5 s, jittered so refused clients do not return in lockstep.

@@ -1,68 +1,66 @@
-//! Does a stream's topic exist? Asked once, then remembered for a while.
+//! Does a stream's topic exist? And, with `--auto-create-streams`, making it exist.
 //!
 //! Without this check a record for a missing topic waits in librdkafka until the delivery
-//! timeout and the client gets a 503 for what is really a 404. Existence is cached (positive
-//! answers for a minute, negative ones for a few seconds, so a newly created topic shows up
-//! quickly); a Kafka that does not answer is never cached.
+//! timeout and the client gets a 503 for what is really a 404. Existence comes from a
+//! [`TopicDirectory`]: Kafka's list of topics, cached, so a flood of unknown names costs at most
+//! one listing every few seconds and no memory per name; a Kafka that does not answer is a 503.
+//!
+//! A missing topic is created only when the operator asked for it (`--auto-create-streams`), and
+//! only for names the stream catalog already allowed; nothing else here creates topics, and no
+//! Kafka client of Sluice creates one by asking about it.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use sluice_kafka::{KafkaError, Producer};
+use sluice_kafka::{TopicCreator, TopicDirectory};
 
 use crate::error::IngestError;
 
-const KNOWN_TTL: Duration = Duration::from_secs(60);
-const MISSING_TTL: Duration = Duration::from_secs(5);
+/// How missing topics are handled.
+#[derive(Debug)]
+pub struct AutoCreate {
+    pub creator: Arc<dyn TopicCreator>,
+    pub partitions: i32,
+}
 
-/// Cache of topic existence.
+/// Topic existence, and creation when allowed.
 #[derive(Debug)]
 pub struct TopicCache {
-    producer: Producer,
-    timeout: Duration,
-    entries: RwLock<HashMap<String, (Instant, bool)>>,
+    directory: TopicDirectory,
+    auto_create: Option<AutoCreate>,
 }
 
 impl TopicCache {
-    pub fn new(producer: Producer, timeout: Duration) -> Self {
-        Self {
-            producer,
-            timeout,
-            entries: RwLock::new(HashMap::new()),
-        }
+    pub fn new(directory: TopicDirectory, auto_create: Option<AutoCreate>) -> Self {
+        Self { directory, auto_create }
     }
 
-    /// `Ok` when `topic` exists; 404 when it does not; 503 when Kafka does not answer.
+    /// `Ok` when `topic` exists (or was just created); 404 when it does not; 503 when Kafka does
+    /// not answer.
     pub async fn ensure_exists(&self, stream: &str, topic: &str) -> Result<(), IngestError> {
-        let cached = self
-            .entries
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(topic)
-            .copied();
-        let exists = match cached {
-            Some((at, true)) if at.elapsed() < KNOWN_TTL => true,
-            Some((at, false)) if at.elapsed() < MISSING_TTL => false,
-            _ => {
-                let exists = match self.producer.partition_count(topic, self.timeout).await {
-                    Ok(_) => true,
-                    Err(KafkaError::UnknownTopic(_)) => false,
-                    Err(err) => return Err(IngestError::KafkaUnavailable(err)),
-                };
-                self.entries
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(topic.to_owned(), (Instant::now(), exists));
-                exists
-            }
-        };
-        if exists {
-            Ok(())
-        } else {
-            Err(IngestError::UnknownStream(format!(
-                "there is no stream {stream:?} (Kafka has no topic {topic:?})"
-            )))
+        if self
+            .directory
+            .exists(topic)
+            .await
+            .map_err(IngestError::KafkaUnavailable)?
+        {
+            return Ok(());
         }
+        let Some(auto) = &self.auto_create else {
+            return Err(IngestError::UnknownStream(format!(
+                "there is no stream {stream:?} (Kafka has no topic {topic:?})"
+            )));
+        };
+        auto.creator
+            .create_topic(topic, auto.partitions)
+            .await
+            .map_err(IngestError::KafkaUnavailable)?;
+        tracing::info!(
+            stream,
+            topic,
+            partitions = auto.partitions,
+            "created the stream's topic"
+        );
+        self.directory.insert(topic);
+        Ok(())
     }
 }

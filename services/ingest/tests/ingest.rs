@@ -127,7 +127,7 @@ async fn single_array_and_ndjson_publishes_read_back_exactly() {
         (Some("user-2"), None, r#"[2,"two"]"#),
         (None, Some("t"), "null"),
         (None, None, r#""a""#),
-        (Some("k"), Some("nd"), r#"{"b":true}"#),
+        (Some("k"), Some("nd"), r#"{"b": true}"#),
     ];
     // One partition: Kafka order is request order, and offsets are the ones reported.
     for (i, (record, (key, event_type, value))) in records.iter().zip(expected).enumerate() {

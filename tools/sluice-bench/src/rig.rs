@@ -3,8 +3,8 @@
 //!
 //! The gateway runs as its **own** process (not inside `sluice-dev`), so that its resident
 //! memory and CPU time, read from `/proc/<pid>`, are the gateway's alone. Next to it run the
-//! embedded broker (`sluice-dev --broker-only`) and `sluice-ingest`, through which the
-//! scenarios create the stream and publish. All three are [`Service`]s: killed when dropped,
+//! embedded broker (`sluice-bench broker`, which creates the stream's topic up front: no Sluice
+//! client creates a topic by asking) and `sluice-ingest`, through which the scenarios publish. All three are [`Service`]s: killed when dropped,
 //! so they die with the bench on every path.
 //!
 //! The subscribers are a [`Fleet`] of `sluice-bench hold` processes (see [`crate::hold`]),
@@ -53,15 +53,10 @@ pub struct RigArgs {
     #[arg(long, value_enum, default_value_t = ServerKind::Gateway)]
     pub server: ServerKind,
 
-    /// Create the stream's topic with this many partitions before the run, on a broker the
-    /// bench runs itself (`sluice-bench broker`) [default: `sluice-dev --broker-only`, which
-    /// creates topics with 4 partitions on first use].
+    /// Create the stream's topic with this many partitions before the run, on the broker the
+    /// bench runs itself (`sluice-bench broker`) [default: 4, the mock cluster's default].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub partitions: Option<u32>,
-
-    /// The `sluice-dev` binary, run as `--broker-only` [default: next to this executable].
-    #[arg(long, value_name = "PATH")]
-    pub dev_binary: Option<PathBuf>,
 
     /// The `sluice-ingest` binary [default: next to this executable].
     #[arg(long, value_name = "PATH")]
@@ -200,26 +195,19 @@ impl Rig {
             None => sibling_binary(name),
         };
         eprintln!("starting the broker, ingest and {gateways} gateway(s)…");
-        let mut broker = match args.partitions {
-            // The mock broker creates unknown topics with 4 partitions and cannot answer
-            // CreateTopics; a broker the bench runs itself can create the topic first.
-            Some(partitions) => Service::spawn(
-                &std::env::current_exe().context("locating this executable")?,
-                &[
-                    "broker".to_owned(),
-                    "--topic".to_owned(),
-                    args.stream.clone(),
-                    "--partitions".to_owned(),
-                    partitions.to_string(),
-                ],
-                &QUIET,
-            )?,
-            None => Service::spawn(
-                &binary(&args.dev_binary, "sluice-dev")?,
-                &["--broker-only".to_owned()],
-                &QUIET,
-            )?,
-        };
+        // The mock broker cannot answer CreateTopics and Sluice's clients never create a topic
+        // by asking, so the bench runs a broker that creates the stream's topic first.
+        let mut broker = Service::spawn(
+            &std::env::current_exe().context("locating this executable")?,
+            &[
+                "broker".to_owned(),
+                "--topic".to_owned(),
+                args.stream.clone(),
+                "--partitions".to_owned(),
+                args.partitions.unwrap_or(4).to_string(),
+            ],
+            &QUIET,
+        )?;
         let kafka_bootstrap = broker.wait_kafka_bootstrap(args.ready_timeout).await?;
 
         let [ingest_addr, ingest_admin] = free_loopback_ports()?;
