@@ -74,6 +74,23 @@ test-testcontainers: build ## Run the tests against Apache Kafka started by test
 	@if ! docker info >/dev/null 2>&1; then echo "skipped: no Docker (no Docker engine answers; nothing was run)"; exit 0; fi; \
 	SLUICE_TEST_KAFKA=testcontainers $(CARGO) test --workspace --no-fail-fast
 
+# Fuzzing (cargo-fuzz: `cargo install cargo-fuzz`). Not part of `make test`: each target runs for
+# FUZZ_SECONDS. cargo-fuzz needs nightly compiler flags; RUSTC_BOOTSTRAP=1 unlocks them on the
+# pinned stable toolchain. Findings land in the target's fuzz/artifacts/.
+FUZZ_SECONDS ?= 600
+FUZZ := RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
+
+.PHONY: fuzz
+fuzz: fuzz-sse fuzz-ingest ## Run every fuzz target for FUZZ_SECONDS each (default 600; needs cargo-fuzz); not part of make test
+
+.PHONY: fuzz-sse
+fuzz-sse: ## Fuzz the SSE cursor decoder for FUZZ_SECONDS
+	cd libs/sluice-sse && $(FUZZ) run cursor_decode -- -max_total_time=$(FUZZ_SECONDS)
+
+.PHONY: fuzz-ingest
+fuzz-ingest: ## Fuzz ingest's body parser (JSON and NDJSON, default and tiny limits) for FUZZ_SECONDS
+	cd services/ingest && $(FUZZ) run parse_body -- -max_total_time=$(FUZZ_SECONDS)
+
 .PHONY: lint
 lint: ## Check formatting and clippy (warnings are errors)
 	$(CARGO) fmt --all -- --check
