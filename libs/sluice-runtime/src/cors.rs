@@ -84,7 +84,9 @@ impl CorsPolicy {
         self.any || !self.origins.is_empty()
     }
 
-    fn allows(&self, origin: &str) -> bool {
+    /// Whether a page of `origin` may use the API (the gateway also refuses cookie-carried
+    /// tokens from other origins).
+    pub fn allows(&self, origin: &str) -> bool {
         self.any || self.origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
     }
 
