@@ -288,7 +288,9 @@ async fn stream_events(
         state
             .metrics
             .connections_rejected
-            .get_or_create(&ReasonLabel { reason: err.code() })
+            .get_or_create(&ReasonLabel {
+                reason: err.metric_reason(),
+            })
             .inc();
     }
     result
