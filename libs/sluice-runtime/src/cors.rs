@@ -21,8 +21,8 @@ use actix_web::http::Method;
 use actix_web::HttpResponse;
 
 /// Request headers a cross-origin page may send: the body type, the SSE resume header (an
-/// `EventSource` sends it itself on reconnect) and trace context.
-const ALLOWED_HEADERS: &[&str] = &["content-type", "last-event-id", "traceparent", "tracestate"];
+/// `EventSource` sends it itself on reconnect), the bearer token and trace context.
+const ALLOWED_HEADERS: &[&str] = &["authorization", "content-type", "last-event-id", "traceparent", "tracestate"];
 
 /// How long a browser may cache a preflight answer, in seconds.
 const PREFLIGHT_MAX_AGE: &str = "600";
