@@ -57,6 +57,12 @@ pub struct GatewayConfig {
     #[arg(long, env = "SLUICE_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub write_timeout: Duration,
 
+    /// Bytes a connection queues for a client that reads slower than its stream, beyond one
+    /// event larger than that: the memory a client that stops reading can cost (see
+    /// docs/operations.md, sizing).
+    #[arg(long, env = "SLUICE_MAX_QUEUED_BYTES", default_value_t = 64 * 1024)]
+    pub max_queued_bytes: usize,
+
     /// Events of recent history kept in memory per stream.
     #[arg(long, env = "SLUICE_RING_EVENTS", default_value_t = 100_000)]
     pub ring_events: usize,
@@ -150,6 +156,7 @@ impl GatewayConfig {
             max_connection_lifetime: Duration::ZERO,
             drain_window: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
+            max_queued_bytes: 64 * 1024,
             ring_events: 100_000,
             ring_bytes: 256 * 1024 * 1024,
             inbox_events: 256,
@@ -183,6 +190,7 @@ impl GatewayConfig {
         crate::access::public_streams(&self.public_streams)?;
         sluice_runtime::cli::require_positive(&[
             ("--max-connections", self.max_connections),
+            ("--max-queued-bytes", self.max_queued_bytes),
             ("--ring-events", self.ring_events),
             ("--ring-bytes", self.ring_bytes),
             ("--inbox-events", self.inbox_events),

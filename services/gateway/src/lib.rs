@@ -50,9 +50,6 @@ use metrics::{GatewayMetrics, ReasonLabel};
 use request::From;
 use subscriber::{Out, Start, Subscriber, Timing};
 
-/// Bytes of frames queued between a connection task and its socket (plus one burst).
-const OUT_QUEUE_BYTES: usize = 64 * 1024;
-
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -177,6 +174,7 @@ pub async fn run(
             drain_window: config.drain_window,
             write_timeout: config.write_timeout,
             inbox_events: config.inbox_events,
+            max_queued_bytes: config.max_queued_bytes,
         }),
         max_connections: config.max_connections,
         active: Arc::new(AtomicUsize::new(0)),
@@ -218,8 +216,10 @@ pub async fn run(
             None => app,
         };
         app.default_service(web::to(sluice_runtime::error::not_found))
+            .wrap(actix_web::middleware::from_fn(sluice_runtime::http::security_headers))
     })
     .on_connect(|connection, extensions| {
+        sluice_runtime::http::on_connect(connection, extensions);
         if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
             extensions.insert(SocketFd(tcp.as_raw_fd()));
         }
@@ -313,12 +313,8 @@ async fn open_stream(
         .admit(request, stream, query.access_token.take().as_deref(), &mut query.filter)
         .await?;
     let topic = state.catalog.topic_for(stream)?;
-    let header = request
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.trim().is_empty());
-    let cursor = match header.map(str::trim).or(query.last_event_id.as_deref()) {
+    let cursor_text = request::cursor_text(request.headers().get("last-event-id"), query.last_event_id.as_deref())?;
+    let cursor = match cursor_text {
         Some(text) => {
             let cursor = Cursor::decode(text).map_err(GatewayError::InvalidCursor)?;
             cursor
@@ -342,7 +338,7 @@ async fn open_stream(
     }
     let start = resolve_start(state.hub.kafka(), &lease.feed, cursor, query.from).await?;
     let socket = request.conn_data::<SocketFd>().map(|s| s.0);
-    let (out, body) = Out::channel(OUT_QUEUE_BYTES, socket, state.timing.write_timeout);
+    let (out, body) = Out::channel(state.timing.max_queued_bytes, socket, state.timing.write_timeout);
     let subscriber = Subscriber::new(
         lease,
         state.hub.kafka().clone(),
@@ -358,11 +354,19 @@ async fn open_stream(
     // `map`, not an async block around `run`: a block would hold the subscriber twice (its
     // capture and the future it moved into), in every connection's task.
     tokio::spawn(subscriber.run().map(move |()| drop((slot, subject_slot))));
-    Ok(HttpResponse::Ok()
+    let mut response = HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+        .streaming(body);
+    if request.version() < actix_web::http::Version::HTTP_11 {
+        // HTTP/1.0 has no chunked encoding: the body runs until the connection closes.
+        response.head_mut().no_chunking(true);
+        response
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    Ok(response)
 }
 
 fn acquire_slot(state: &AppState) -> Result<ConnectionSlot, GatewayError> {
