@@ -26,25 +26,36 @@ test: build test-deps ## Run every test: unit, service, end-to-end and real-brow
 	$(MAKE) --no-print-directory test-k8s
 	$(MAKE) --no-print-directory test-compose
 
+# Fuzzing (cargo-fuzz; not part of `make test`). FUZZ_TIME is seconds per target.
+FUZZ_TIME ?= 600
+
+.PHONY: fuzz-gateway
+fuzz-gateway: ## Fuzz the gateway's request parsing (query, since, Last-Event-ID) for FUZZ_TIME seconds (600); needs cargo-fuzz
+	cd services/gateway && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run request -- -max_total_time=$(FUZZ_TIME)
+
 .PHONY: test-deps
 test-deps: ## Install what the tests run besides cargo: Debian's chromium, Node.js, curl, python3 (apt) and npm's playwright-core
 	bash tests/install-deps.sh
 
-# Python tools for the Kubernetes checks, in a virtualenv under target/ (installed once).
+# Python tools for the Kubernetes and Compose checks, in a virtualenv under target/ (installed
+# once per package list: the stamp's name changes with the list, so an added package installs).
 PY_ENV := target/py
 PY := $(PY_ENV)/bin/python
+PY_PACKAGES := helm-sdkpy kubernetes-validate pyyaml pyjwt
+PY_READY := $(PY_ENV)/.ready-$(shell echo '$(PY_PACKAGES)' | cksum | cut -d' ' -f1)
 
-$(PY):
+$(PY_READY):
 	python3 -m venv $(PY_ENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --ignore-requires-python helm-sdkpy kubernetes-validate pyyaml
+	$(PY) -m pip install --quiet --disable-pip-version-check --ignore-requires-python $(PY_PACKAGES)
+	touch $@
 
 .PHONY: test-k8s
-test-k8s: build $(PY) ## Lint and render the Helm chart and k8s/ manifests, validate them against Kubernetes schemas and check them against the binaries
+test-k8s: build $(PY_READY) ## Lint and render the Helm chart and k8s/ manifests, validate them against Kubernetes schemas and check them against the binaries
 	SLUICE_BIN_DIR=target/debug $(PY) tests/k8s/check_manifests.py
 	@if [ -f tests/k8s/check_chart.py ]; then SLUICE_BIN_DIR=target/debug $(PY) tests/k8s/check_chart.py; fi
 
 .PHONY: test-compose
-test-compose: build $(PY) ## Check docker-compose.yml, the Dockerfile and deploy/compose/ without Docker (env names against --help, ports, nginx SSE settings, Prometheus targets)
+test-compose: build $(PY_READY) ## Check docker-compose.yml, the Dockerfile and deploy/compose/ without Docker (env names against --help, ports, nginx SSE settings, Prometheus targets)
 	SLUICE_BIN_DIR=target/debug $(PY) tests/compose/check_compose.py
 
 # The local stack with Apache Kafka in Docker (docker-compose.yml, docs/compose.md).
@@ -138,6 +149,11 @@ bench-reconnect: bench-build ## Reconnect storm: 10,000 clients on gateway A, A 
 .PHONY: bench-catchup
 bench-catchup: bench-build ## Catch-up: one client resuming 1,000,000 events behind (backlog straight to Kafka): events/s until live
 	$(BENCH) catchup --publish-via kafka --json $(BENCH_DIR)/catchup.json $(ARGS)
+
+.PHONY: bench-hostile
+bench-hostile: bench-build ## Hostile: 20 never-reading clients on 100 KB and on 900 KB events beside 50 normal subscribers: gateway RSS per stalled client, normal p50/p99 and losses
+	$(BENCH) hostile --payload-bytes 100000 --json $(BENCH_DIR)/hostile-100k.json $(ARGS)
+	$(BENCH) hostile --payload-bytes 900000 --json $(BENCH_DIR)/hostile-900k.json $(ARGS)
 
 .PHONY: bench-baseline
 bench-baseline: bench-build ## Baseline: idle, fan-out and the 5,000 x 10/s latency point against a bare tokio SSE server, the floor for the ratios

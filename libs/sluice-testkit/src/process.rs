@@ -102,6 +102,11 @@ impl Child {
         })
     }
 
+    /// The process id while it runs (tests read its `/proc` entries).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Every stdout line so far.
     pub fn stdout_lines(&self) -> Vec<String> {
         self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
