@@ -37,21 +37,25 @@ fuzz-gateway: ## Fuzz the gateway's request parsing (query, since, Last-Event-ID
 test-deps: ## Install what the tests run besides cargo: Debian's chromium, Node.js, curl, python3 (apt) and npm's playwright-core
 	bash tests/install-deps.sh
 
-# Python tools for the Kubernetes checks, in a virtualenv under target/ (installed once).
+# Python tools for the Kubernetes and Compose checks, in a virtualenv under target/ (installed
+# once per package list: the stamp's name changes with the list, so an added package installs).
 PY_ENV := target/py
 PY := $(PY_ENV)/bin/python
+PY_PACKAGES := helm-sdkpy kubernetes-validate pyyaml pyjwt
+PY_READY := $(PY_ENV)/.ready-$(shell echo '$(PY_PACKAGES)' | cksum | cut -d' ' -f1)
 
-$(PY):
+$(PY_READY):
 	python3 -m venv $(PY_ENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --ignore-requires-python helm-sdkpy kubernetes-validate pyyaml
+	$(PY) -m pip install --quiet --disable-pip-version-check --ignore-requires-python $(PY_PACKAGES)
+	touch $@
 
 .PHONY: test-k8s
-test-k8s: build $(PY) ## Lint and render the Helm chart and k8s/ manifests, validate them against Kubernetes schemas and check them against the binaries
+test-k8s: build $(PY_READY) ## Lint and render the Helm chart and k8s/ manifests, validate them against Kubernetes schemas and check them against the binaries
 	SLUICE_BIN_DIR=target/debug $(PY) tests/k8s/check_manifests.py
 	@if [ -f tests/k8s/check_chart.py ]; then SLUICE_BIN_DIR=target/debug $(PY) tests/k8s/check_chart.py; fi
 
 .PHONY: test-compose
-test-compose: build $(PY) ## Check docker-compose.yml, the Dockerfile and deploy/compose/ without Docker (env names against --help, ports, nginx SSE settings, Prometheus targets)
+test-compose: build $(PY_READY) ## Check docker-compose.yml, the Dockerfile and deploy/compose/ without Docker (env names against --help, ports, nginx SSE settings, Prometheus targets)
 	SLUICE_BIN_DIR=target/debug $(PY) tests/compose/check_compose.py
 
 # The local stack with Apache Kafka in Docker (docker-compose.yml, docs/compose.md).

@@ -630,6 +630,23 @@ def check_nginx(services: dict[str, Service], ports: dict[str, tuple[int, int]],
         report.check(parse_nginx_size(size) == 0 or parse_nginx_size(size) >= max_body,
                      f"nginx: ingest location: client_max_body_size {size} ≥ --max-body-bytes {max_body}")
 
+    # Tokens travel as ?access_token=… (EventSource cannot set headers): no access log may hold
+    # the query string. Every access_log must name a log_format whose fields leave it out.
+    formats = {d.args[0]: " ".join(d.args[1:]) for d in http.all("log_format")}
+    leaky = re.compile(r"\$(request|request_uri|args|query_string|arg_\w+|http_referer|http_authorization|cookie_\w+)\b")
+    logs = [d for scope in (http, server) for d in scope.all("access_log")] + [
+        d for loc in server.all("location") for d in loc.all("access_log")]
+    for d in logs:
+        if d.args and d.args[0] == "off":
+            continue
+        fmt = d.args[1] if len(d.args) > 1 else "combined"
+        text_of_format = formats.get(fmt)
+        report.check(text_of_format is not None and not leaky.search(text_of_format),
+                     f"nginx: access_log {d.args[0]} uses format {fmt!r}, which logs no query string, cookie, "
+                     "Authorization or Referer",
+                     "nginx's predefined `combined` logs $request (path and query)" if text_of_format is None
+                     else f"its fields include {leaky.search(text_of_format).group(0)}")
+
     test = [str(t) for t in nginx.healthcheck.get("test") or []]
     url = next((t for t in test if t.startswith("http://")), "")
     m = re.fullmatch(r"http://(?:127\.0\.0\.1|localhost):(\d+)(/\S*)", url)

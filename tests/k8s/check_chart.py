@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the Helm chart in helm/sluice against Helm, Kubernetes' schemas and the real binaries.
 
-    pip install --ignore-requires-python helm-sdkpy kubernetes-validate   # once
+    pip install --ignore-requires-python helm-sdkpy kubernetes-validate pyyaml pyjwt  # once
     cargo build --workspace --bins                                         # the binaries
     python3 tests/k8s/check_chart.py
 
@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -50,13 +51,14 @@ CHART = ROOT / "helm" / "sluice"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 try:
+    import jwt
     import yaml
     import helm_sdkpy
     import kubernetes_validate
 except ImportError as e:  # pragma: no cover - depends on the machine
     sys.exit(
         f"check_chart: missing Python package ({e.name}). Install them with:\n"
-        "  pip install --ignore-requires-python helm-sdkpy kubernetes-validate pyyaml"
+        "  pip install --ignore-requires-python helm-sdkpy kubernetes-validate pyyaml pyjwt"
     )
 
 from chart_fakeapi import FakeApiServer  # noqa: E402
@@ -299,6 +301,8 @@ def check_deployments(name: str, rendered: Rendered, helps: dict[str, BinaryHelp
         mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         files = [f for f in env.get("SLUICE_KAFKA_CONFIG_FILE", "").split(",") if f]
+        files += [f for f in env.get("SLUICE_JWT_HMAC_SECRET_FILE", "").split(",") if f]
+        files += [f for f in env.get("SLUICE_JWT_PUBLIC_KEY_FILE", "").split(",") if f]
         files += [
             kv.split("=", 1)[1]
             for kv in env.get("SLUICE_KAFKA_CONFIG", "").split(";")
@@ -313,6 +317,9 @@ def check_deployments(name: str, rendered: Rendered, helps: dict[str, BinaryHelp
                 f"{tag}: {path} is a key of a mounted Secret ({volume.get('secret', {}).get('secretName')})",
             )
         config_maps = [yaml.safe_dump(cm.get("data", {})) for cm in rendered.of("ConfigMap")]
+        anonymous = env.get("SLUICE_ALLOW_ANONYMOUS", "").lower() == "true"
+        keyed = any(env.get(k) for k in ("SLUICE_JWT_HMAC_SECRET_FILE", "SLUICE_JWT_PUBLIC_KEY_FILE", "SLUICE_JWKS_URL"))
+        R.check(keyed or anonymous, f"{tag}: access control configured (a token key, or allowAnonymous on purpose)")
         R.check(
             not any(re.search(r"sasl\.password|ssl\.key\.password", c) for c in config_maps)
             and not rendered.of("Secret"),
@@ -485,6 +492,13 @@ def run_rendered_config(rendered: Rendered, rule_metrics: set[str]) -> None:
 
             if not R.check(wait_until(lambda: bootstrap() is not None, 20), "sluice-dev --broker-only is up"):
                 return
+            # The Secret's mounted file cannot exist here: a stand-in secret, and a token signed
+            # with it that grants every stream, so traffic can pass as a real client's would.
+            secret = secrets.token_urlsafe(48)
+            (Path(tmp) / "jwt-hmac-secret").write_text(secret + "\n")
+            claims = {"sub": "chart-check", "exp": int(time.time()) + 600,
+                      "sluice": {"subscribe": ["*"], "publish": ["*"]}}
+            auth = {"Authorization": f"Bearer {jwt.encode(claims, secret, algorithm='HS256')}"}
             urls = {}
             for component, chart_env in envs.items():
                 http_port, admin_port = free_port(), free_port()
@@ -495,6 +509,8 @@ def run_rendered_config(rendered: Rendered, rule_metrics: set[str]) -> None:
                 env["SLUICE_ADMIN_LISTEN"] = f"127.0.0.1:{admin_port}"
                 env["SLUICE_KAFKA_BROKERS"] = bootstrap()
                 env["SLUICE_LOG"] = "warn"
+                if env.get("SLUICE_JWT_HMAC_SECRET_FILE"):
+                    env["SLUICE_JWT_HMAC_SECRET_FILE"] = str(Path(tmp) / "jwt-hmac-secret")
                 if component == "gateway":
                     # Consumer lag is refreshed every 10 s by default; sooner, so it can be scraped.
                     env["SLUICE_CONSUMER_LAG_INTERVAL"] = "500ms"
@@ -526,12 +542,20 @@ def run_rendered_config(rendered: Rendered, rule_metrics: set[str]) -> None:
                 data=json.dumps([{"type": "t", "key": "k", "data": i} for i in range(3)]).encode(),
                 headers={"Content-Type": "application/json"},
             )
-            R.check(status == 200, f"publish through ingest: {status}", body[:200])
-            event_id = first_event_id(f"{gateway}/v1/streams/{stream}?from=earliest")
-            R.check(event_id is not None, "read an event from the gateway over SSE")
+            R.check(status == 401, f"publish without a token: {status} (the chart's services are not open)", body[:200])
+            status, body = http(
+                f"{ingest}/v1/streams/{stream}/events",
+                data=json.dumps([{"type": "t", "key": "k", "data": i} for i in range(3)]).encode(),
+                headers={"Content-Type": "application/json", **auth},
+            )
+            R.check(status == 200, f"publish through ingest with a token: {status}", body[:200])
+            status, _ = http(f"{gateway}/v1/streams/{stream}?from=earliest", timeout=2)
+            R.check(status == 401, f"stream without a token: {status}")
+            event_id = first_event_id(f"{gateway}/v1/streams/{stream}?from=earliest", auth)
+            R.check(event_id is not None, "read an event from the gateway over SSE with a token")
             if event_id:
                 R.check(
-                    first_event_id(f"{gateway}/v1/streams/{stream}", {"Last-Event-ID": event_id}) is not None,
+                    first_event_id(f"{gateway}/v1/streams/{stream}", {"Last-Event-ID": event_id, **auth}) is not None,
                     "resume from its id on the gateway",
                 )
             http(f"{gateway}/v1/streams/{stream}?lastEventId=not-a-cursor")  # a rejected request
@@ -585,14 +609,33 @@ SASL_TLS = {
     "gateway": {"credentialsSecret": "sluice-gateway-kafka"},
 }
 
+# The chart refuses to render without access control, so every value set names a key source.
+HMAC = {"auth": {"hmacSecret": {"existingSecret": "sluice-jwt"}}}
+PUBLIC_KEYS = {
+    "auth": {
+        "publicKeys": {"existingSecret": "sluice-jwt-keys", "keys": ["current.pem", "next.pem"]},
+        "issuer": "https://idp.example.com/",
+        "audience": "sluice",
+    },
+    "gateway": {"publicStreams": "status,news.*"},
+}
+
+
+def with_auth(values: dict, auth: dict = HMAC) -> dict:
+    return {**values, **auth}
+
+
 SCENARIOS: list[tuple[str, dict | None, tuple[str, ...], str]] = [
-    ("defaults", None, (), "none"),
-    ("hpa", {"autoscaling": {"mode": "hpa"}, "ingest": {"autoscaling": {"enabled": True}}}, (), "hpa"),
-    ("keda", {"autoscaling": {"mode": "keda"}}, (KEDA,), "keda"),
-    ("none", {"autoscaling": {"mode": "none"}}, (), "none"),
-    ("kafka-sasl-tls", SASL_TLS, (), "none"),
-    ("gateway-only", {"ingest": {"enabled": False}, "ingress": {"enabled": True}}, (MONITORING,), "none"),
-    ("ingest-only", {"gateway": {"enabled": False}, "ingress": {"enabled": True}}, (MONITORING,), "none"),
+    ("defaults", HMAC, (), "none"),
+    ("hpa", with_auth({"autoscaling": {"mode": "hpa"}, "ingest": {"autoscaling": {"enabled": True}}}), (), "hpa"),
+    ("keda", with_auth({"autoscaling": {"mode": "keda"}}), (KEDA,), "keda"),
+    ("none", with_auth({"autoscaling": {"mode": "none"}}), (), "none"),
+    ("auth-public-keys", PUBLIC_KEYS, (), "none"),
+    ("auth-jwks", {"auth": {"jwksUrl": "https://idp.example.com/.well-known/jwks.json"}}, (), "none"),
+    ("anonymous on purpose", {"auth": {"allowAnonymous": True}}, (), "none"),
+    ("kafka-sasl-tls", with_auth(SASL_TLS), (), "none"),
+    ("gateway-only", with_auth({"ingest": {"enabled": False}, "ingress": {"enabled": True}}), (MONITORING,), "none"),
+    ("ingest-only", with_auth({"gateway": {"enabled": False}, "ingress": {"enabled": True}}), (MONITORING,), "none"),
     (
         "examples/kafka-sasl-tls-values.yaml",
         yaml.safe_load((CHART / "examples" / "kafka-sasl-tls-values.yaml").read_text()),
@@ -607,6 +650,7 @@ SCENARIOS: list[tuple[str, dict | None, tuple[str, ...], str]] = [
             "networkPolicy": {"enabled": True, "adminFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
             "gateway": {"maxConnectionLifetime": "30m", "extraConfig": {"SLUICE_STREAM_IDLE_TIMEOUT": "10m"}},
             **{k: v for k, v in SASL_TLS.items() if k == "kafka"},
+            **HMAC,
         },
         (MONITORING, KEDA),
         "keda",
@@ -700,8 +744,8 @@ def main() -> int:
                 component_of(d): d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
                 for d in r.of("Deployment")
             }
-        changed = checksums(helm_install({"gateway": {"maxConnections": 5000}}))
-        same = checksums(helm_install({"gateway": {"replicas": 7}}))
+        changed = checksums(helm_install(with_auth({"gateway": {"maxConnections": 5000}})))
+        same = checksums(helm_install(with_auth({"gateway": {"replicas": 7}})))
         R.check(
             changed["gateway"] != checksums(base)["gateway"] and changed["ingest"] == checksums(base)["ingest"],
             "changing gateway.maxConnections changes the gateway's checksum only",
@@ -723,13 +767,20 @@ def main() -> int:
         ("a Kafka property value with ';'", {"kafka": {"config": {"client.id": "a;b"}}}, "must not contain"),
     ]
     for what, values, expect in refusals:
-        error = helm_install_error(values)
+        error = helm_install_error(with_auth(values))
         R.check(
             error is not None and expect in error,
             f"rejects {what}",
             f"rendered fine" if error is None else f"error without {expect!r}: {error[:300]}",
         )
-    error = helm_install_error(None, kube_minor=29)
+    for what, values in [
+        ("an open deployment (no token key, allowAnonymous false): the default values", None),
+        ("public keys named without their Secret's keys", {"auth": {"publicKeys": {"existingSecret": "k"}}}),
+    ]:
+        error = helm_install_error(values)
+        R.check(error is not None and "auth" in error, f"refuses {what}",
+                "rendered fine" if error is None else error[:300])
+    error = helm_install_error(HMAC, kube_minor=29)
     R.check(error is not None and "kubeVersion" in error, "refuses Kubernetes 1.29 (no preStop sleep handler)",
             str(error)[:200])
 

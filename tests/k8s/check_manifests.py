@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 try:
@@ -412,6 +414,18 @@ def check_workload(w: Workload, report: Report, label: str) -> None:
                      (w.configmap_values.get("SLUICE_KAFKA_CONFIG") or "").split(";"))]
     report.check(not leaked, f"{what}: no Kafka secret in a ConfigMap", "found " + ", ".join(leaked))
 
+    # Access control: never open unless said on purpose; key files come from mounted Secrets.
+    key_files = [p for p in (w.env.get("SLUICE_JWT_HMAC_SECRET_FILE") or "").split(",") if p]
+    key_files += [p for p in (w.env.get("SLUICE_JWT_PUBLIC_KEY_FILE") or "").split(",") if p]
+    anonymous = (w.env.get("SLUICE_ALLOW_ANONYMOUS") or "").lower() in ("true", "1", "yes")
+    report.check(bool(key_files or w.env.get("SLUICE_JWKS_URL")) or anonymous,
+                 f"{what}: access control configured (a token key, or SLUICE_ALLOW_ANONYMOUS on purpose)",
+                 "neither SLUICE_JWT_HMAC_SECRET_FILE, SLUICE_JWT_PUBLIC_KEY_FILE, SLUICE_JWKS_URL nor "
+                 "SLUICE_ALLOW_ANONYMOUS: the binary exits 64")
+    for path in key_files:
+        why = w.mounted(path)
+        report.check(why is None, f"{what}: token key file {path} is mounted", why or "")
+
 
 
 def check_grace(w: Workload, what: str, sleep: int, grace: int, report: Report) -> None:
@@ -551,9 +565,17 @@ def check_live(workloads: list[Workload], bin_dir: str, report: Report) -> None:
             return
         report.ok(f"live: sluice-dev --broker-only on {bootstrap}")
         started = []
+        stand_ins = tempfile.mkdtemp(prefix="sluice-k8s-")
         for w in workloads:
             args = [a for a in w.args if not a.startswith(("--listen", "--admin-listen", "--kafka-brokers"))]
-            proc, admin = live.start_service(procs, bin_dir, w.binary.name, w.env, bootstrap, args)
+            env = dict(w.env)
+            if env.get("SLUICE_JWT_HMAC_SECRET_FILE"):
+                # The Secret's mounted file cannot exist here: a stand-in with a random secret.
+                path = os.path.join(stand_ins, "jwt-hmac-secret")
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(secrets.token_urlsafe(48) + "\n")
+                env["SLUICE_JWT_HMAC_SECRET_FILE"] = path
+            proc, admin = live.start_service(procs, bin_dir, w.binary.name, env, bootstrap, args)
             started.append((w, proc, admin))
         for w, proc, admin in started:
             what = f"live: {w.binary.name} with {w.name}'s rendered environment"

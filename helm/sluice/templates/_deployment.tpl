@@ -92,11 +92,11 @@ spec:
             {{- toYaml $c.resources | nindent 12 }}
           securityContext:
             {{- toYaml $root.Values.securityContext | nindent 12 }}
-          {{- with (include "sluice.kafkaVolumeMounts" $ctx | trim) }}
+          {{- with (printf "%s\n%s" (include "sluice.kafkaVolumeMounts" $ctx) (include "sluice.authVolumeMounts" $root) | trim) }}
           volumeMounts:
             {{- . | nindent 12 }}
           {{- end }}
-      {{- with (include "sluice.kafkaVolumes" $ctx | trim) }}
+      {{- with (printf "%s\n%s" (include "sluice.kafkaVolumes" $ctx) (include "sluice.authVolumes" $root) | trim) }}
       volumes:
         {{- . | nindent 8 }}
       {{- end }}

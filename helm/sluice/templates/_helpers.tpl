@@ -163,6 +163,7 @@ SLUICE_STREAMS: {{ $root.Values.kafka.streams | quote }}
 SLUICE_WORKERS: {{ $c.workers | quote }}
 SLUICE_LOG_FORMAT: {{ $root.Values.log.format | quote }}
 SLUICE_LOG: {{ $root.Values.log.level | quote }}
+{{ include "sluice.authConfig" $root }}
 {{- range $k, $v := $c.extraConfig }}
 {{- if not (hasPrefix "SLUICE_" $k) }}
 {{- fail (printf "%s.extraConfig: %s is not a SLUICE_* variable" $component $k) }}
@@ -194,5 +195,79 @@ SLUICE_LOG: {{ $root.Values.log.level | quote }}
 {{- fail (printf "ingest.terminationGracePeriodSeconds (%d) must be above preStopSleepSeconds + 2 × shutdownTimeoutSeconds = %d, or in-flight requests and the producer flush are cut short" (int $i.terminationGracePeriodSeconds) $min) }}
 {{- else }}
 {{- int $i.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{/*
+Access-control settings both components share, as ConfigMap data. Refuses to render an open
+deployment: a key source, or `auth.allowAnonymous: true` on purpose. Args: $.
+*/}}
+{{- define "sluice.authConfig" -}}
+{{- $a := .Values.auth }}
+{{- if and $a.publicKeys.existingSecret (not $a.publicKeys.keys) }}
+{{- fail "auth.publicKeys.existingSecret is set but auth.publicKeys.keys lists no key of it" }}
+{{- end }}
+{{- if not (or $a.allowAnonymous $a.jwksUrl $a.hmacSecret.existingSecret $a.publicKeys.existingSecret) }}
+{{- fail "auth: no token key is configured (auth.jwksUrl, auth.hmacSecret.existingSecret or auth.publicKeys.existingSecret); set one, or auth.allowAnonymous: true to run Sluice without access control on purpose" }}
+{{- end }}
+{{- if $a.allowAnonymous }}
+SLUICE_ALLOW_ANONYMOUS: "true"
+{{- end }}
+{{- with $a.jwksUrl }}
+SLUICE_JWKS_URL: {{ . | quote }}
+{{- end }}
+{{- with $a.issuer }}
+SLUICE_JWT_ISSUER: {{ . | quote }}
+{{- end }}
+{{- with $a.audience }}
+SLUICE_JWT_AUDIENCE: {{ . | quote }}
+{{- end }}
+SLUICE_JWT_LEEWAY: {{ $a.leeway | quote }}
+{{- if $a.hmacSecret.existingSecret }}
+SLUICE_JWT_HMAC_SECRET_FILE: "/etc/sluice/auth/hmac/secret"
+{{- end }}
+{{- if $a.publicKeys.existingSecret }}
+{{- $files := list }}
+{{- range $a.publicKeys.keys }}{{ $files = append $files (printf "/etc/sluice/auth/keys/%s" .) }}{{ end }}
+SLUICE_JWT_PUBLIC_KEY_FILE: {{ join "," $files | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes of the token keys (both components). Args: $. */}}
+{{- define "sluice.authVolumes" -}}
+{{- $a := .Values.auth }}
+{{- if $a.hmacSecret.existingSecret }}
+- name: jwt-hmac
+  secret:
+    secretName: {{ $a.hmacSecret.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $a.hmacSecret.key }}
+        path: secret
+{{- end }}
+{{- if $a.publicKeys.existingSecret }}
+- name: jwt-public-keys
+  secret:
+    secretName: {{ $a.publicKeys.existingSecret }}
+    defaultMode: 0444
+    items:
+      {{- range $a.publicKeys.keys }}
+      - key: {{ . }}
+        path: {{ . }}
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "sluice.authVolumeMounts" -}}
+{{- $a := .Values.auth }}
+{{- if $a.hmacSecret.existingSecret }}
+- name: jwt-hmac
+  mountPath: /etc/sluice/auth/hmac
+  readOnly: true
+{{- end }}
+{{- if $a.publicKeys.existingSecret }}
+- name: jwt-public-keys
+  mountPath: /etc/sluice/auth/keys
+  readOnly: true
 {{- end }}
 {{- end }}

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sluice_auth::AuthArgs;
 use sluice_kafka::{KafkaArgs, StreamArgs, StreamCatalog};
 use sluice_runtime::cli::parse_duration;
 use sluice_runtime::cors::{CorsArgs, CorsPolicy};
@@ -98,6 +99,25 @@ pub struct GatewayConfig {
     #[command(flatten)]
     pub cors: CorsArgs,
 
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    /// Name of the cookie that may carry the access token (for browsers, whose `EventSource`
+    /// cannot set headers). A cookie-carried token is refused from an `Origin` not in
+    /// `--allow-origins`.
+    #[arg(long, env = "SLUICE_AUTH_COOKIE", default_value = "sluice_token")]
+    pub auth_cookie: String,
+
+    /// Streams anyone may read without a token, comma-separated names or globs such as
+    /// `public.*`. A request that does carry a token must still present a valid one.
+    #[arg(long, env = "SLUICE_PUBLIC_STREAMS", value_delimiter = ',', value_name = "STREAMS")]
+    pub public_streams: Vec<String>,
+
+    /// Open streams one token subject (`sub`) may hold on this pod; beyond it, 429 with a
+    /// jittered Retry-After. 0: no limit. Requests without a token are not counted.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_SUBJECT", default_value_t = 100)]
+    pub max_connections_per_subject: usize,
+
     /// Serve the demo page at `/`: a live view of a stream, for local development only. Never
     /// enable it on a production gateway.
     #[arg(long, env = "SLUICE_DEMO_PAGE")]
@@ -146,6 +166,10 @@ impl GatewayConfig {
             kafka_timeout: Duration::from_secs(5),
             workers: 0,
             cors: CorsArgs::default(),
+            auth: AuthArgs::anonymous(),
+            auth_cookie: "sluice_token".into(),
+            public_streams: Vec::new(),
+            max_connections_per_subject: 100,
             demo_page: false,
             demo: Default::default(),
             log: LogArgs {
@@ -161,6 +185,9 @@ impl GatewayConfig {
         CorsPolicy::new(&self.cors)?;
         self.kafka.refuse(&FLAG_CONTROLLED).map_err(|e| e.to_string())?;
         let catalog = StreamCatalog::new(&self.streams)?;
+        sluice_auth::Authenticator::new(&self.auth)?;
+        crate::access::validate_cookie_name(&self.auth_cookie)?;
+        crate::access::public_streams(&self.public_streams)?;
         sluice_runtime::cli::require_positive(&[
             ("--max-connections", self.max_connections),
             ("--max-queued-bytes", self.max_queued_bytes),
@@ -191,17 +218,53 @@ mod tests {
 
     #[test]
     fn defaults_validate() {
-        let config = GatewayConfig::try_parse_from(["sluice-gateway", "--kafka-brokers", "k:9092"]).unwrap();
+        let config =
+            GatewayConfig::try_parse_from(["sluice-gateway", "--kafka-brokers", "k:9092", "--allow-anonymous"])
+                .unwrap();
         config.validate().unwrap();
+        assert_eq!(config.auth_cookie, "sluice_token");
+        assert_eq!(config.max_connections_per_subject, 100);
         assert_eq!(config.listen.port(), 8080);
         assert_eq!(config.heartbeat, Duration::from_secs(15));
     }
 
     #[test]
+    fn refuses_to_start_open_without_saying_so() {
+        let config = GatewayConfig::try_parse_from(["sluice-gateway", "--kafka-brokers", "k:9092"]).unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(
+            err.contains("--allow-anonymous") && err.contains("--jwt-hmac-secret-file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_auth_flags() {
+        for (flag, value) in [("--auth-cookie", "a;b"), ("--public-streams", "news,a/b")] {
+            let config = GatewayConfig::try_parse_from([
+                "sluice-gateway",
+                "--kafka-brokers",
+                "k:9092",
+                "--allow-anonymous",
+                flag,
+                value,
+            ])
+            .unwrap();
+            assert!(config.validate().unwrap_err().contains(flag), "{flag}");
+        }
+    }
+
+    #[test]
     fn rejects_zero_limits() {
-        let config =
-            GatewayConfig::try_parse_from(["sluice-gateway", "--kafka-brokers", "k:9092", "--ring-events", "0"])
-                .unwrap();
+        let config = GatewayConfig::try_parse_from([
+            "sluice-gateway",
+            "--kafka-brokers",
+            "k:9092",
+            "--allow-anonymous",
+            "--ring-events",
+            "0",
+        ])
+        .unwrap();
         assert!(config.validate().unwrap_err().contains("--ring-events"));
     }
 }

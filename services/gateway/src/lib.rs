@@ -9,9 +9,13 @@
 //! - [`subscriber::Subscriber`] is one connection: it starts from the client's cursor (or
 //!   `from`/`since`), reads what memory no longer holds from Kafka with a bounded catch-up
 //!   reader, then follows the ring; key-filtered subscribers are reached through the key index.
+//! - [`access::Gatekeeper`] decides, before a stream opens, who the request is (a JWT from a
+//!   header, cookie or `access_token`, or anonymous), whether it may read the stream, and which
+//!   keys; a token's expiry becomes the moment its stream ends with `event: sluice.reauth`.
 //! - [`run`] serves until the shutdown token fires, then drains: readiness fails, new streams
 //!   get 503, open streams are closed spread over the drain window with a jittered `retry:`.
 
+pub mod access;
 pub mod body;
 pub mod config;
 pub mod demo;
@@ -103,6 +107,7 @@ pub struct AppState {
     draining: AtomicBool,
     drain: CancellationToken,
     metrics: GatewayMetrics,
+    gate: access::Gatekeeper,
 }
 
 /// Counts a connection while it lives.
@@ -129,6 +134,18 @@ pub async fn run(
     let catalog = config.validate().map_err(RunError::Config)?;
     let mut registry = Registry::default();
     let metrics = GatewayMetrics::register(&mut registry);
+    let auth_metrics = sluice_auth::AuthMetrics::register(registry.sub_registry_with_prefix("sluice_gateway"));
+    let authenticator = Arc::new(sluice_auth::Authenticator::new(&config.auth).map_err(RunError::Config)?);
+    authenticator.prime().await;
+    let cors_policy = CorsPolicy::new(&config.cors).map_err(RunError::Config)?;
+    let gate = access::Gatekeeper::new(
+        authenticator.clone(),
+        auth_metrics,
+        config.auth_cookie.clone(),
+        access::public_streams(&config.public_streams).map_err(RunError::Config)?,
+        cors_policy.clone(),
+        config.max_connections_per_subject,
+    );
     // Kafka clients before the admin listener: a configuration librdkafka refuses ends the
     // start before anything listens or logs.
     let kafka = Arc::new(kafka::KafkaContext::new(
@@ -164,9 +181,11 @@ pub async fn run(
         draining: AtomicBool::new(false),
         drain: drain.clone(),
         metrics,
+        gate,
     });
 
     let background = CancellationToken::new();
+    authenticator.start(background.clone());
     let (check_kafka, watcher) = (kafka.clone(), readiness.clone());
     let stop_watching = background.clone();
     tokio::spawn(async move {
@@ -184,7 +203,7 @@ pub async fn run(
     } else {
         config.workers
     };
-    let cors = sluice_runtime::cors::Cors::new(CorsPolicy::new(&config.cors).map_err(RunError::Config)?);
+    let cors = sluice_runtime::cors::Cors::new(cors_policy);
     let demo_page = config.demo_page.then(|| web::Data::new(config.demo.render()));
     let app_state = state.clone();
     let server = HttpServer::new(move || {
@@ -270,7 +289,9 @@ async fn stream_events(
         state
             .metrics
             .connections_rejected
-            .get_or_create(&ReasonLabel { reason: err.code() })
+            .get_or_create(&ReasonLabel {
+                reason: err.metric_reason(),
+            })
             .inc();
     }
     result
@@ -284,8 +305,14 @@ async fn open_stream(
     if state.draining.load(Ordering::SeqCst) {
         return Err(GatewayError::Draining);
     }
+    let mut query = request::parse_query(request.query_string())?;
+    // Who is asking comes first: an unauthenticated client learns nothing, not even which
+    // streams exist.
+    let admission = state
+        .gate
+        .admit(request, stream, query.access_token.take().as_deref(), &mut query.filter)
+        .await?;
     let topic = state.catalog.topic_for(stream)?;
-    let query = request::parse_query(request.query_string())?;
     let cursor_text = request::cursor_text(request.headers().get("last-event-id"), query.last_event_id.as_deref())?;
     let cursor = match cursor_text {
         Some(text) => {
@@ -320,11 +347,13 @@ async fn open_stream(
         state.timing.clone(),
         state.drain.clone(),
         out,
-    );
+    )
+    .with_reauth(admission.expires_at.map(access::reauth_in));
     state.metrics.connections_opened.inc();
+    let subject_slot = admission.subject_slot;
     // `map`, not an async block around `run`: a block would hold the subscriber twice (its
     // capture and the future it moved into), in every connection's task.
-    tokio::spawn(subscriber.run().map(move |()| drop(slot)));
+    tokio::spawn(subscriber.run().map(move |()| drop((slot, subject_slot))));
     let mut response = HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))

@@ -21,12 +21,25 @@ pub enum From {
 }
 
 /// A parsed request query.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct StreamQuery {
     pub from: From,
     pub filter: Filter,
     /// `lastEventId`, for clients that cannot set the `Last-Event-ID` header.
     pub last_event_id: Option<String>,
+    /// `access_token`, for clients that can set neither a header nor a cookie. Never logged.
+    pub access_token: Option<String>,
+}
+
+impl std::fmt::Debug for StreamQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamQuery")
+            .field("from", &self.from)
+            .field("filter", &self.filter)
+            .field("last_event_id", &self.last_event_id)
+            .field("access_token", &self.access_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Longest key or type a filter accepts.
@@ -34,7 +47,7 @@ const MAX_FILTER_VALUE: usize = 1024;
 /// Most `key=` / `type=` values in one request.
 const MAX_FILTER_VALUES: usize = 256;
 
-/// Parses `from`, `since`, repeatable `key` and `type`, and `lastEventId`.
+/// Parses `from`, `since`, repeatable `key` and `type`, `lastEventId` and `access_token`.
 pub fn parse_query(query: &str) -> Result<StreamQuery, GatewayError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
         .map_err(|e| GatewayError::InvalidQuery(format!("malformed query string: {e}")))?;
@@ -73,6 +86,7 @@ pub fn parse_query(query: &str) -> Result<StreamQuery, GatewayError> {
                 }
             }
             "lastEventId" => parsed.last_event_id = Some(value).filter(|v| !v.is_empty()),
+            "access_token" => parsed.access_token = Some(value).filter(|v| !v.is_empty()),
             _ => {}
         }
     }
@@ -196,6 +210,14 @@ mod tests {
         assert_eq!(q.last_event_id.as_deref(), Some("xyz"));
         assert_eq!(parse_query("").unwrap().from, From::Latest);
         assert_eq!(parse_query("lastEventId=").unwrap().last_event_id, None);
+    }
+
+    #[test]
+    fn takes_the_access_token_and_never_shows_it() {
+        let q = parse_query("key=a&access_token=eyJ.secret.sig").unwrap();
+        assert_eq!(q.access_token.as_deref(), Some("eyJ.secret.sig"));
+        assert!(!format!("{q:?}").contains("secret"));
+        assert_eq!(parse_query("access_token=").unwrap().access_token, None);
     }
 
     #[test]

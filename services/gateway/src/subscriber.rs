@@ -115,6 +115,8 @@ pub enum End {
     Drain,
     FeedStopped,
     KafkaError,
+    /// The token that opened the stream is about to expire.
+    Reauth,
 }
 
 impl End {
@@ -126,6 +128,7 @@ impl End {
             End::Drain => "drain",
             End::FeedStopped => "feed_stopped",
             End::KafkaError => "kafka_error",
+            End::Reauth => "token_expiring",
         }
     }
 }
@@ -240,6 +243,9 @@ pub struct Subscriber {
     dirty: bool,
     last_checkpoint: Instant,
     end_at: Option<(Instant, End)>,
+    /// The drain has been heard (its end is in `end_at` unless an earlier end already was:
+    /// then the drain must not be heard again, or `wait` would spin on the cancelled token).
+    draining: bool,
     /// Shared by every connection of the pod.
     timing: Arc<Timing>,
     drain: CancellationToken,
@@ -290,12 +296,26 @@ impl Subscriber {
             dirty: false,
             last_checkpoint: now,
             end_at,
+            draining: false,
             drain,
             timer: Box::pin(tokio::time::sleep_until(now + timing.heartbeat)),
             deliveries: 0,
             timing,
             out,
         }
+    }
+
+    /// Ends the stream `after` from now (if sooner than any other end) with a final
+    /// `event: sluice.reauth` carrying the cursor: the token that opened it is expiring. Kept in
+    /// the one `end_at` the connection's timer already serves, so it costs no extra timer.
+    pub fn with_reauth(mut self, after: Option<Duration>) -> Self {
+        if let Some(after) = after {
+            let at = Instant::now() + after;
+            if self.end_at.is_none_or(|(t, _)| at < t) {
+                self.end_at = Some((at, End::Reauth));
+            }
+        }
+        self
     }
 
     fn feed(&self) -> &Arc<Feed> {
@@ -309,6 +329,9 @@ impl Subscriber {
             // Tell the client when to come back; jittered so a drain does not become a storm.
             let retry = self.jittered_retry();
             let _ = self.out.send(frame::retry_frame(retry)).await;
+        }
+        if end == End::Reauth {
+            let _ = self.out.send(reauth_frame(&self.position)).await;
         }
         self.kafka
             .metrics
@@ -686,7 +709,7 @@ impl Subscriber {
         if self.feed().stop.is_cancelled() {
             return Err(End::FeedStopped);
         }
-        if self.drain.is_cancelled() && !matches!(self.end_at, Some((_, End::Drain))) {
+        if self.drain.is_cancelled() && !self.draining {
             self.begin_drain();
         }
         Ok(())
@@ -750,12 +773,13 @@ impl Subscriber {
                 _ = self.timer.as_mut() => self.tick().await?,
                 _ = self.out.tx.closed() => return Err(End::ClientGone),
                 _ = self.lease.feed.stop.cancelled() => return Err(End::FeedStopped),
-                _ = self.drain.cancelled(), if !matches!(self.end_at, Some((_, End::Drain))) => self.begin_drain(),
+                _ = self.drain.cancelled(), if !self.draining => self.begin_drain(),
             }
         }
     }
 
     fn begin_drain(&mut self) {
+        self.draining = true;
         let window = self.timing.drain_window.as_secs_f64();
         let delay = Duration::from_secs_f64(rand::rng().random_range(0.0..=window.max(0.0)));
         let at = Instant::now() + delay;
@@ -804,6 +828,13 @@ impl Subscriber {
         }
         Ok(())
     }
+}
+
+/// The last frame of a stream whose token is expiring: its id is the position, so the client
+/// resumes exactly there with a fresh token.
+fn reauth_frame(position: &Cursor) -> Bytes {
+    frame::cursor_event_frame(position, Some("sluice.reauth"), r#"{"reason":"token_expiring"}"#)
+        .expect("a fixed single-line type and data")
 }
 
 /// Removes an inbox from the key index when the subscriber leaves the inbox phase.

@@ -39,11 +39,33 @@ struct Harness {
 }
 
 fn subscribe(partitions: usize, filter: Filter) -> Harness {
-    subscribe_with(partitions, filter, 64 * 1024, 1 << 20)
+    subscribe_with(partitions, filter, Setup::default())
 }
 
-/// A subscriber whose connection queues at most `queued` bytes, on a ring of `ring_bytes`.
-fn subscribe_with(partitions: usize, filter: Filter, queued: usize, ring_bytes: usize) -> Harness {
+/// What a test changes about a subscriber: its queue bound, its ring, when its token expires.
+struct Setup {
+    queued: usize,
+    ring_bytes: usize,
+    /// The subscriber must end `reauth` from now, as when its token expires.
+    reauth: Option<Duration>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            queued: 64 * 1024,
+            ring_bytes: 1 << 20,
+            reauth: None,
+        }
+    }
+}
+
+fn subscribe_with(partitions: usize, filter: Filter, setup: Setup) -> Harness {
+    let Setup {
+        queued,
+        ring_bytes,
+        reauth,
+    } = setup;
     let limits = FeedLimits {
         ring_events: 1000,
         ring_bytes,
@@ -78,7 +100,8 @@ fn subscribe_with(partitions: usize, filter: Filter, queued: usize, ring_bytes: 
         }),
         drain.clone(),
         out,
-    );
+    )
+    .with_reauth(reauth);
     tokio::spawn(subscriber.run());
     Harness { feed, rx, drain }
 }
@@ -222,7 +245,15 @@ async fn a_stopped_feed_ends_its_streams_with_a_retry() {
 #[tokio::test(start_paused = true)]
 async fn a_client_that_stops_reading_holds_at_most_its_bound_of_shared_frames_then_is_cut() {
     const LIMIT: usize = 64 * 1024;
-    let mut h = subscribe_with(1, Filter::default(), LIMIT, 64 << 20);
+    let mut h = subscribe_with(
+        1,
+        Filter::default(),
+        Setup {
+            queued: LIMIT,
+            ring_bytes: 64 << 20,
+            ..Setup::default()
+        },
+    );
     next_frame(&mut h.rx).await; // retry
     let big = format!("\"{}\"", "x".repeat(100_000));
     for offset in 0..40 {
@@ -251,4 +282,66 @@ async fn a_client_that_stops_reading_holds_at_most_its_bound_of_shared_frames_th
         h.feed.idle_for().is_some(),
         "closed 30 s after the socket last took data"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expiring_token_ends_the_stream_with_reauth_at_the_cursor() {
+    let filter = Filter {
+        keys: Vec::new(),
+        types: vec!["wanted".into()],
+    };
+    let reauth = Duration::from_secs(40);
+    let mut h = subscribe_with(
+        2,
+        filter,
+        Setup {
+            reauth: Some(reauth),
+            ..Setup::default()
+        },
+    );
+    let started = tokio::time::Instant::now();
+    next_frame(&mut h.rx).await; // retry
+    h.feed.append(0, 0, 0, None, Some(b"wanted"), Some(b"1"));
+    h.feed.append(1, 0, 0, None, Some(b"other"), Some(b"2"));
+    let mut frames = String::new();
+    while !frames.contains("sluice.reauth") {
+        assert!(
+            started.elapsed() <= reauth,
+            "no reauth by the moment picked: {frames:?}"
+        );
+        frames.push_str(&next_frame(&mut h.rx).await);
+    }
+    assert_eq!(started.elapsed(), reauth, "at the moment picked, not a heartbeat later");
+    let parsed = parse_stream(frames.as_bytes());
+    let last = parsed.events.last().unwrap();
+    assert_eq!(last.event_type, "sluice.reauth");
+    assert_eq!(last.data, r#"{"reason":"token_expiring"}"#);
+    assert_eq!(
+        Cursor::decode(last.id.as_deref().unwrap()).unwrap().offsets,
+        vec![1, 1],
+        "the id is the position, past the record the filter skipped"
+    );
+    assert!(h.rx.recv().await.is_none(), "then the stream ends");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_heard_when_an_earlier_end_is_set_keeps_that_end() {
+    // The token's end is 1 ms away; the drain picks one moment in its 10 s window, almost
+    // surely later, and must pick it once: re-picking on every wake would soon land earlier
+    // (and spin on the cancelled drain token meanwhile). 1 in 10,000 runs the drain wins fairly.
+    let mut h = subscribe_with(
+        1,
+        Filter::default(),
+        Setup {
+            reauth: Some(Duration::from_millis(1)),
+            ..Setup::default()
+        },
+    );
+    next_frame(&mut h.rx).await; // retry
+    h.drain.cancel();
+    let mut frames = String::new();
+    while let Some(frame) = h.rx.recv().await {
+        frames.push_str(std::str::from_utf8(&frame).unwrap());
+    }
+    assert!(frames.contains("event: sluice.reauth"), "{frames:?}");
 }
