@@ -66,17 +66,14 @@ impl DevAuth {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
         let claims = json!({"sub": subject, "exp": exp, "sluice": grants});
-        jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(&self.secret))
-            .expect("HS256 signing of a JSON object cannot fail")
+        let key = EncodingKey::from_secret(&self.secret).expect("an HMAC key of any length");
+        jsonwebtoken::encode(&Header::default(), &claims, &key).expect("HS256 signing of a JSON object cannot fail")
     }
 
     pub fn tokens(&self) -> DevTokens {
         DevTokens {
             subscribe: self.mint("dev-reader", json!({"subscribe": ["*"]})),
-            subscribe_user_1: self.mint(
-                "user-1",
-                json!({"subscribe": [{"stream": "demo", "keys": ["user-1"]}]}),
-            ),
+            subscribe_user_1: self.mint("user-1", json!({"subscribe": [{"stream": "demo", "keys": ["user-1"]}]})),
             publish: self.mint("dev-publisher", json!({"publish": ["*"]})),
             demo: self.mint("demo-page", json!({"subscribe": ["*"], "publish": ["*"]})),
         }
@@ -105,7 +102,7 @@ mod tests {
     fn tokens_verify_with_the_written_secret_and_carry_their_grants() {
         let auth = DevAuth::generate().unwrap();
         let written = std::fs::read_to_string(&auth.secret_file).unwrap();
-        let key = jsonwebtoken::DecodingKey::from_secret(written.trim_end().as_bytes());
+        let key = jsonwebtoken::DecodingKey::from_secret(written.trim_end().as_bytes()).unwrap();
         let token = auth.tokens().subscribe_user_1;
         let data = jsonwebtoken::decode::<Value>(&token, &key, &jsonwebtoken::Validation::default()).unwrap();
         assert_eq!(data.claims["sub"], "user-1");
