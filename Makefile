@@ -26,6 +26,13 @@ test: build test-deps ## Run every test: unit, service, end-to-end and real-brow
 	$(MAKE) --no-print-directory test-k8s
 	$(MAKE) --no-print-directory test-compose
 
+# Fuzzing (cargo-fuzz; not part of `make test`). FUZZ_TIME is seconds per target.
+FUZZ_TIME ?= 600
+
+.PHONY: fuzz-gateway
+fuzz-gateway: ## Fuzz the gateway's request parsing (query, since, Last-Event-ID) for FUZZ_TIME seconds (600); needs cargo-fuzz
+	cd services/gateway && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run request -- -max_total_time=$(FUZZ_TIME)
+
 .PHONY: test-deps
 test-deps: ## Install what the tests run besides cargo: Debian's chromium, Node.js, curl, python3 (apt) and npm's playwright-core
 	bash tests/install-deps.sh
@@ -176,6 +183,11 @@ bench-auth: bench-auth-verify bench-idle-auth bench-fanout-auth bench-reconnect-
 .PHONY: bench-catchup
 bench-catchup: bench-build ## Catch-up: one client resuming 1,000,000 events behind (backlog straight to Kafka): events/s until live
 	$(BENCH) catchup --publish-via kafka --json $(BENCH_DIR)/catchup.json $(ARGS)
+
+.PHONY: bench-hostile
+bench-hostile: bench-build ## Hostile: 20 never-reading clients on 100 KB and on 900 KB events beside 50 normal subscribers: gateway RSS per stalled client, normal p50/p99 and losses
+	$(BENCH) hostile --payload-bytes 100000 --json $(BENCH_DIR)/hostile-100k.json $(ARGS)
+	$(BENCH) hostile --payload-bytes 900000 --json $(BENCH_DIR)/hostile-900k.json $(ARGS)
 
 .PHONY: bench-baseline
 bench-baseline: bench-build ## Baseline: idle, fan-out and the 5,000 x 10/s latency point against a bare tokio SSE server, the floor for the ratios

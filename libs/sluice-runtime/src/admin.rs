@@ -120,7 +120,9 @@ impl AdminServer {
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics))
                 .default_service(web::to(crate::error::not_found))
+                .wrap(actix_web::middleware::from_fn(crate::http::security_headers))
         })
+        .on_connect(crate::http::on_connect)
         .workers(1)
         .disable_signals()
         .listen(listener)?

@@ -20,9 +20,15 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::Method;
 use actix_web::HttpResponse;
 
-/// Request headers a cross-origin page may send: the body type, the SSE resume header (an
-/// `EventSource` sends it itself on reconnect) and trace context.
-const ALLOWED_HEADERS: &[&str] = &["content-type", "last-event-id", "traceparent", "tracestate"];
+/// Request headers a cross-origin page may send: the body type, the access token, the SSE
+/// resume header (an `EventSource` sends it itself on reconnect) and trace context.
+const ALLOWED_HEADERS: &[&str] = &[
+    "authorization",
+    "content-type",
+    "last-event-id",
+    "traceparent",
+    "tracestate",
+];
 
 /// How long a browser may cache a preflight answer, in seconds.
 const PREFLIGHT_MAX_AGE: &str = "600";
@@ -84,7 +90,9 @@ impl CorsPolicy {
         self.any || !self.origins.is_empty()
     }
 
-    fn allows(&self, origin: &str) -> bool {
+    /// Whether a page of `origin` may use the API (the gateway also refuses cookie-carried
+    /// tokens from other origins).
+    pub fn allows(&self, origin: &str) -> bool {
         self.any || self.origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
     }
 
@@ -105,6 +113,12 @@ impl CorsPolicy {
         );
         if !self.any {
             headers.append(header::VARY, HeaderValue::from_static("origin"));
+            // A named origin may send credentials (the gateway's token cookie, with
+            // `EventSource(url, {withCredentials: true})`); `*` never may, by the CORS rules.
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
         }
     }
 
@@ -266,6 +280,11 @@ mod tests {
             Some("http://app.test")
         );
         assert_eq!(header_of(&ok, header::VARY), Some("origin"));
+        assert_eq!(
+            header_of(&ok, header::ACCESS_CONTROL_ALLOW_CREDENTIALS),
+            Some("true"),
+            "a listed origin may send the token cookie"
+        );
 
         let other = call(
             listed,
@@ -296,6 +315,7 @@ mod tests {
         )
         .await;
         assert_eq!(header_of(&any, header::ACCESS_CONTROL_ALLOW_ORIGIN), Some("*"));
+        assert_eq!(header_of(&any, header::ACCESS_CONTROL_ALLOW_CREDENTIALS), None);
     }
 
     #[actix_web::test]

@@ -9,6 +9,7 @@
 //! - [`service`]: the shared `main` (flags, logging, listeners, signals, exit codes).
 //! - [`error`]: the JSON error body every HTTP API answers with.
 //! - [`cors`]: which web origins may call the APIs from a browser (`--allow-origins`).
+//! - [`http`]: headers on every response and TCP keepalive on every accepted socket.
 //!
 //! Nothing here knows about Kafka or SSE.
 
@@ -16,6 +17,7 @@ pub mod admin;
 pub mod cli;
 pub mod cors;
 pub mod error;
+pub mod http;
 pub mod logging;
 pub mod net;
 pub mod service;

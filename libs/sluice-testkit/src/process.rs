@@ -82,6 +82,11 @@ impl Child {
         })
     }
 
+    /// The process id while it runs (tests read its `/proc` entries).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Waits for a stdout line starting with `prefix` and returns the rest of it. Fails at once
     /// when the process closes its stdout without printing one (it exited, e.g. with 64).
     pub async fn wait_for_line(&self, prefix: &str, timeout: Duration) -> anyhow::Result<String> {

@@ -1,16 +1,21 @@
 //! The queue between a connection's task and its HTTP body: frames go in as the shared
 //! [`Bytes`] the ring holds (no copy, no allocation per send), and come out to actix's
-//! dispatcher, which copies them into its write buffer and writes it with one syscall: a single
-//! frame as it is, everything queued since the last take joined into one chunk.
+//! dispatcher in chunks of at most [`CHUNK_BYTES`]: small frames joined (one chunk costs actix a
+//! hex length and two CRLFs, more than copying a few small frames), a large frame handed out in
+//! zero-copy slices. actix copies every chunk into its write buffer and stops pulling once that
+//! holds 32 KiB, so what a connection costs beyond this queue is at most 32 KiB plus one chunk,
+//! whatever the event size.
 //!
 //! Why not a `tokio::sync::mpsc`: an mpsc channel allocates a block of 32 slots (≈1.5 KiB) per
 //! connection up front. Here an idle connection holds a mutex, two wakers and a small
 //! `VecDeque`.
 //!
-//! The bound is in bytes: a send waits while [`BodyTx`]'s queue holds `limit` bytes or more,
-//! then queues the whole burst (a queue holds at most `limit` plus one burst, and a burst is at
-//! most one ring read). Both ends live on the same actix worker thread, so the mutex is
-//! uncontended; it is there because the types must be `Send`.
+//! The bound is in bytes: frames are queued one by one while the queue holds less than `limit`
+//! bytes, so it never holds more than `limit` plus one frame. The queue also knows since when
+//! it has held bytes the body did not take ([`BodyTx::stalled_since`]): that is when the socket
+//! stopped accepting data, and the write timeout counts from there. Both ends live on the same
+//! actix worker thread, so the mutex is uncontended; it is there because the types must be
+//! `Send`.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -18,14 +23,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
 
-/// Frames of queue space kept between bursts; a larger buffer is freed once taken.
+/// Largest chunk handed to actix: what a stalled connection can hold in actix's write buffer
+/// beyond its 32 KiB.
+pub const CHUNK_BYTES: usize = 16 * 1024;
+/// Frames of queue space kept; a larger buffer, left by a burst, is freed once empty.
 const KEEP_CAPACITY: usize = 16;
 
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Bytes>,
     queued_bytes: usize,
+    /// Since when the queue has held bytes the receiver has not taken.
+    stalled_since: Option<Instant>,
     /// The receiver's waker, when it found the queue empty.
     rx_waker: Option<Waker>,
     /// The sender's waker, when it waits for room or for the receiver to go.
@@ -48,19 +59,13 @@ impl Shared {
     }
 }
 
-/// A body queue holding up to `limit` bytes (plus one burst).
+/// A body queue holding up to `limit` bytes (plus one frame).
 pub fn channel(limit: usize) -> (BodyTx, BodyRx) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
         limit: limit.max(1),
     });
-    (
-        BodyTx { shared: shared.clone() },
-        BodyRx {
-            shared,
-            taken: VecDeque::new(),
-        },
-    )
+    (BodyTx { shared: shared.clone() }, BodyRx { shared })
 }
 
 /// The receiver went away: the client is gone.
@@ -74,22 +79,33 @@ pub struct BodyTx {
 }
 
 impl BodyTx {
-    /// Queues `frames` if there is room now. `Ok(false)`: the queue is full, nothing was queued.
+    /// Moves frames from the front of `frames` into the queue while it has room. `Ok(true)`:
+    /// all went in; `Ok(false)`: the queue is full and the rest is still in `frames`.
     pub fn try_send(&self, frames: &mut Vec<Bytes>) -> Result<bool, Closed> {
         let mut state = self.shared.lock();
         if state.rx_gone {
             return Err(Closed);
         }
-        if state.queued_bytes >= self.shared.limit {
-            return Ok(false);
+        let was_empty = state.queue.is_empty();
+        let mut moved = 0;
+        for frame in frames.iter() {
+            if state.queued_bytes >= self.shared.limit {
+                break;
+            }
+            state.queued_bytes += frame.len();
+            state.queue.push_back(frame.clone());
+            moved += 1;
         }
-        state.queued_bytes += frames.iter().map(Bytes::len).sum::<usize>();
-        state.queue.extend(frames.drain(..));
-        if let Some(waker) = state.rx_waker.take() {
-            drop(state);
+        frames.drain(..moved);
+        if moved > 0 && was_empty {
+            state.stalled_since = Some(Instant::now());
+        }
+        let waker = if moved > 0 { state.rx_waker.take() } else { None };
+        drop(state);
+        if let Some(waker) = waker {
             waker.wake();
         }
-        Ok(true)
+        Ok(frames.is_empty())
     }
 
     /// Waits until the queue has room (`Ok`) or the receiver is gone.
@@ -107,7 +123,7 @@ impl BodyTx {
         Poll::Pending
     }
 
-    /// Queues `frames`, waiting for room as long as it takes.
+    /// Queues all of `frames`, waiting for room as long as it takes.
     pub async fn send(&self, frames: &mut Vec<Bytes>) -> Result<(), Closed> {
         loop {
             if self.try_send(frames)? {
@@ -115,6 +131,16 @@ impl BodyTx {
             }
             std::future::poll_fn(|cx| self.poll_room(cx)).await?;
         }
+    }
+
+    /// Since when queued bytes have waited for the body to take them; `None` when nothing waits.
+    pub fn stalled_since(&self) -> Option<Instant> {
+        self.shared.lock().stalled_since
+    }
+
+    /// Bytes queued and not yet taken by the body.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.lock().queued_bytes
     }
 
     /// Resolves once the receiver is gone.
@@ -148,38 +174,62 @@ impl Drop for BodyTx {
     }
 }
 
-/// The HTTP body's end: a stream of frames that ends when the sender is dropped.
+/// The HTTP body's end: a stream of chunks that ends when the sender is dropped.
 #[derive(Debug)]
 pub struct BodyRx {
     shared: Arc<Shared>,
-    /// Frames taken from the shared queue in one go, handed out one by one.
-    taken: VecDeque<Bytes>,
 }
 
 impl BodyRx {
-    /// The next chunk: with `join`, everything queued joined into one; without, one frame.
-    /// `None` once the sender is gone and everything was taken.
+    /// The next chunk: with `join`, at most [`CHUNK_BYTES`] (small frames joined, a large one
+    /// sliced); without, one whole frame. `None` once the sender is gone and everything was
+    /// taken.
     fn poll_chunk(&mut self, cx: &mut Context<'_>, join: bool) -> Poll<Option<Bytes>> {
-        if let Some(frame) = self.taken.pop_front() {
-            return Poll::Ready(Some(frame));
-        }
         let mut state = self.shared.lock();
-        if state.queue.is_empty() {
+        let Some(mut first) = state.queue.pop_front() else {
             if state.tx_gone {
                 return Poll::Ready(None);
             }
             set_waker(&mut state.rx_waker, cx);
             return Poll::Pending;
-        }
-        // Swap rather than move frame by frame: one lock per burst, and the two buffers are
-        // reused in turn.
-        std::mem::swap(&mut self.taken, &mut state.queue);
-        state.queued_bytes = 0;
-        if state.queue.capacity() > KEEP_CAPACITY {
-            // After a burst: idle connections must stay small.
-            state.queue = VecDeque::new();
-        }
-        let wake = if std::mem::take(&mut state.tx_wants_room) {
+        };
+        let chunk = if !join {
+            first
+        } else if first.len() > CHUNK_BYTES {
+            // Bytes::split_to shares the buffer: a large frame leaves in slices, never copied.
+            let head = first.split_to(CHUNK_BYTES);
+            state.queue.push_front(first);
+            head
+        } else if state
+            .queue
+            .front()
+            .is_some_and(|next| first.len() + next.len() <= CHUNK_BYTES)
+        {
+            let mut joined = BytesMut::with_capacity(CHUNK_BYTES);
+            joined.extend_from_slice(&first);
+            while let Some(next) = state.queue.front() {
+                if joined.len() + next.len() > CHUNK_BYTES {
+                    break;
+                }
+                joined.extend_from_slice(next);
+                state.queue.pop_front();
+            }
+            joined.freeze()
+        } else {
+            first
+        };
+        state.queued_bytes -= chunk.len();
+        state.stalled_since = if state.queue.is_empty() {
+            if state.queue.capacity() > KEEP_CAPACITY {
+                // After a burst: idle connections must stay small.
+                state.queue = VecDeque::new();
+            }
+            None
+        } else {
+            Some(Instant::now())
+        };
+        let wake = if state.tx_wants_room && state.queued_bytes < self.shared.limit {
+            state.tx_wants_room = false;
             state.tx_waker.take()
         } else {
             None
@@ -188,17 +238,12 @@ impl BodyRx {
         if let Some(waker) = wake {
             waker.wake();
         }
-        if self.taken.len() == 1 || !join {
-            return Poll::Ready(self.taken.pop_front());
-        }
-        // A burst becomes one chunk: actix frames every chunk of a chunked body (a hex length
-        // formatted, two CRLFs), which costs more than copying the frames once, and the client
-        // parses fewer bytes.
-        let mut joined = BytesMut::with_capacity(self.taken.iter().map(Bytes::len).sum());
-        for frame in self.taken.drain(..) {
-            joined.extend_from_slice(&frame);
-        }
-        Poll::Ready(Some(joined.freeze()))
+        Poll::Ready(Some(chunk))
+    }
+
+    /// Bytes queued and not yet taken.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.lock().queued_bytes
     }
 
     /// The next frame, one at a time (tests read bodies this way).
@@ -220,6 +265,7 @@ impl Drop for BodyRx {
         let mut state = self.shared.lock();
         state.rx_gone = true;
         state.queue.clear();
+        state.queued_bytes = 0;
         if let Some(waker) = state.tx_waker.take() {
             drop(state);
             waker.wake();
@@ -300,5 +346,61 @@ mod tests {
         let _ = second;
         assert!(tx.is_closed());
         tx.closed().await;
+    }
+
+    #[tokio::test]
+    async fn a_burst_goes_in_only_up_to_the_bound() {
+        let (tx, _rx) = channel(10);
+        let mut burst = frames(&["aaaa", "bbbb", "cccc", "dddd"]);
+        assert_eq!(tx.try_send(&mut burst), Ok(false));
+        assert_eq!(tx.queued_bytes(), 12, "frames go in while under the bound: 0, 4, 8");
+        assert_eq!(burst, frames(&["dddd"]), "the rest stays with the sender");
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_leaves_in_slices_of_the_shared_buffer() {
+        use futures::StreamExt as _;
+        let (tx, mut rx) = channel(1);
+        let big = Bytes::from(vec![7u8; 3 * CHUNK_BYTES + 5]);
+        let range = big.as_ptr() as usize..big.as_ptr() as usize + big.len();
+        tx.send(&mut vec![big.clone()]).await.unwrap();
+        drop(tx);
+        let mut sizes = Vec::new();
+        while let Some(chunk) = rx.next().await {
+            let chunk = chunk.unwrap();
+            assert!(range.contains(&(chunk.as_ptr() as usize)), "a slice, not a copy");
+            sizes.push(chunk.len());
+        }
+        assert_eq!(sizes, vec![CHUNK_BYTES, CHUNK_BYTES, CHUNK_BYTES, 5]);
+    }
+
+    #[tokio::test]
+    async fn joined_chunks_stay_within_the_chunk_size() {
+        use futures::StreamExt as _;
+        let (tx, mut rx) = channel(usize::MAX);
+        let small = Bytes::from(vec![1u8; CHUNK_BYTES / 4 + 1]);
+        tx.send(&mut vec![small.clone(); 8]).await.unwrap();
+        drop(tx);
+        let mut total = 0;
+        while let Some(chunk) = rx.next().await {
+            let chunk = chunk.unwrap();
+            assert!(chunk.len() <= CHUNK_BYTES);
+            total += chunk.len();
+        }
+        assert_eq!(total, 8 * small.len());
+    }
+
+    #[tokio::test]
+    async fn the_queue_knows_since_when_the_body_has_not_taken_its_bytes() {
+        let (tx, mut rx) = channel(1024);
+        assert_eq!(tx.stalled_since(), None);
+        tx.send(&mut frames(&["a"])).await.unwrap();
+        let since = tx.stalled_since().expect("bytes wait");
+        tx.send(&mut frames(&["b"])).await.unwrap();
+        assert_eq!(tx.stalled_since(), Some(since), "more bytes do not restart the clock");
+        rx.recv().await.unwrap();
+        assert!(tx.stalled_since().is_some_and(|t| t >= since), "taking restarts it");
+        rx.recv().await.unwrap();
+        assert_eq!(tx.stalled_since(), None);
     }
 }

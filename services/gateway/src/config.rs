@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sluice_auth::AuthArgs;
 use sluice_kafka::{KafkaArgs, StreamArgs, StreamCatalog};
 use sluice_runtime::cli::parse_duration;
 use sluice_runtime::cors::{CorsArgs, CorsPolicy};
@@ -56,6 +57,12 @@ pub struct GatewayConfig {
     #[arg(long, env = "SLUICE_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub write_timeout: Duration,
 
+    /// Bytes a connection queues for a client that reads slower than its stream, beyond one
+    /// event larger than that: the memory a client that stops reading can cost (see
+    /// docs/operations.md, sizing).
+    #[arg(long, env = "SLUICE_MAX_QUEUED_BYTES", default_value_t = 64 * 1024)]
+    pub max_queued_bytes: usize,
+
     /// Events of recent history kept in memory per stream.
     #[arg(long, env = "SLUICE_RING_EVENTS", default_value_t = 100_000)]
     pub ring_events: usize,
@@ -91,6 +98,25 @@ pub struct GatewayConfig {
 
     #[command(flatten)]
     pub cors: CorsArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    /// Name of the cookie that may carry the access token (for browsers, whose `EventSource`
+    /// cannot set headers). A cookie-carried token is refused from an `Origin` not in
+    /// `--allow-origins`.
+    #[arg(long, env = "SLUICE_AUTH_COOKIE", default_value = "sluice_token")]
+    pub auth_cookie: String,
+
+    /// Streams anyone may read without a token, comma-separated names or globs such as
+    /// `public.*`. A request that does carry a token must still present a valid one.
+    #[arg(long, env = "SLUICE_PUBLIC_STREAMS", value_delimiter = ',', value_name = "STREAMS")]
+    pub public_streams: Vec<String>,
+
+    /// Open streams one token subject (`sub`) may hold on this pod; beyond it, 429 with a
+    /// jittered Retry-After. 0: no limit. Requests without a token are not counted.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_SUBJECT", default_value_t = 100)]
+    pub max_connections_per_subject: usize,
 
     /// Serve the demo page at `/`: a live view of a stream, for local development only. Never
     /// enable it on a production gateway.
@@ -130,6 +156,7 @@ impl GatewayConfig {
             max_connection_lifetime: Duration::ZERO,
             drain_window: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
+            max_queued_bytes: 64 * 1024,
             ring_events: 100_000,
             ring_bytes: 256 * 1024 * 1024,
             inbox_events: 256,
@@ -139,6 +166,10 @@ impl GatewayConfig {
             kafka_timeout: Duration::from_secs(5),
             workers: 0,
             cors: CorsArgs::default(),
+            auth: AuthArgs::anonymous(),
+            auth_cookie: "sluice_token".into(),
+            public_streams: Vec::new(),
+            max_connections_per_subject: 100,
             demo_page: false,
             demo: Default::default(),
             log: LogArgs {
@@ -154,8 +185,12 @@ impl GatewayConfig {
         CorsPolicy::new(&self.cors)?;
         self.kafka.refuse(&FLAG_CONTROLLED).map_err(|e| e.to_string())?;
         let catalog = StreamCatalog::new(&self.streams)?;
+        sluice_auth::Authenticator::new(&self.auth)?;
+        crate::access::validate_cookie_name(&self.auth_cookie)?;
+        crate::access::public_streams(&self.public_streams)?;
         sluice_runtime::cli::require_positive(&[
             ("--max-connections", self.max_connections),
+            ("--max-queued-bytes", self.max_queued_bytes),
             ("--ring-events", self.ring_events),
             ("--ring-bytes", self.ring_bytes),
             ("--inbox-events", self.inbox_events),
@@ -183,17 +218,53 @@ mod tests {
 
     #[test]
     fn defaults_validate() {
-        let config = GatewayConfig::try_parse_from(["sluice-gateway", "--kafka-brokers", "k:9092"]).unwrap();
+        let config =
+            GatewayConfig::try_parse_from(["sluice-gateway", "--kafka-brokers", "k:9092", "--allow-anonymous"])
+                .unwrap();
         config.validate().unwrap();
+        assert_eq!(config.auth_cookie, "sluice_token");
+        assert_eq!(config.max_connections_per_subject, 100);
         assert_eq!(config.listen.port(), 8080);
         assert_eq!(config.heartbeat, Duration::from_secs(15));
     }
 
     #[test]
+    fn refuses_to_start_open_without_saying_so() {
+        let config = GatewayConfig::try_parse_from(["sluice-gateway", "--kafka-brokers", "k:9092"]).unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(
+            err.contains("--allow-anonymous") && err.contains("--jwt-hmac-secret-file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_auth_flags() {
+        for (flag, value) in [("--auth-cookie", "a;b"), ("--public-streams", "news,a/b")] {
+            let config = GatewayConfig::try_parse_from([
+                "sluice-gateway",
+                "--kafka-brokers",
+                "k:9092",
+                "--allow-anonymous",
+                flag,
+                value,
+            ])
+            .unwrap();
+            assert!(config.validate().unwrap_err().contains(flag), "{flag}");
+        }
+    }
+
+    #[test]
     fn rejects_zero_limits() {
-        let config =
-            GatewayConfig::try_parse_from(["sluice-gateway", "--kafka-brokers", "k:9092", "--ring-events", "0"])
-                .unwrap();
+        let config = GatewayConfig::try_parse_from([
+            "sluice-gateway",
+            "--kafka-brokers",
+            "k:9092",
+            "--allow-anonymous",
+            "--ring-events",
+            "0",
+        ])
+        .unwrap();
         assert!(config.validate().unwrap_err().contains("--ring-events"));
     }
 }

@@ -4,6 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use rand::Rng as _;
+use sluice_auth::AuthError;
 use sluice_kafka::{KafkaError, StreamError};
 use sluice_sse::CursorError;
 
@@ -23,6 +24,10 @@ pub enum GatewayError {
     Draining,
     #[error("Kafka cannot serve this stream now: {0}")]
     Kafka(#[source] KafkaError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("this token's subject has as many open streams as --max-connections-per-subject allows")]
+    TooManyForSubject,
 }
 
 impl GatewayError {
@@ -35,6 +40,8 @@ impl GatewayError {
             GatewayError::TooManyConnections => "too_many_connections",
             GatewayError::Draining => "draining",
             GatewayError::Kafka(_) => "kafka_unavailable",
+            GatewayError::Auth(err) => err.code(),
+            GatewayError::TooManyForSubject => "too_many_connections",
         }
     }
 }
@@ -58,12 +65,20 @@ impl ResponseError for GatewayError {
             GatewayError::TooManyConnections | GatewayError::Draining | GatewayError::Kafka(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            GatewayError::Auth(err) => err.status_code(),
+            GatewayError::TooManyForSubject => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let GatewayError::Auth(err) = self {
+            return err.error_response();
+        }
         let mut response = sluice_runtime::error::error_response(self.status_code(), self.code(), &self.to_string());
-        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(
+            self.status_code(),
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
             // Jittered, so refused clients do not come back in lockstep.
             let seconds = rand::rng().random_range(1..=10u32);
             response

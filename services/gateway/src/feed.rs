@@ -37,31 +37,41 @@ pub struct FeedLimits {
     pub ring_bytes: usize,
 }
 
-/// Entries pushed to a keyed subscriber.
+/// Entries pushed to a keyed subscriber, bounded in entries and in bytes: a subscriber that
+/// stalls keeps its inbox's entries alive after the ring has evicted them.
 #[derive(Debug)]
 pub struct Inbox {
-    queue: Mutex<VecDeque<Arc<Entry>>>,
+    queue: Mutex<InboxQueue>,
     pub notify: Notify,
     overflowed: AtomicBool,
     capacity: usize,
+    max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct InboxQueue {
+    entries: VecDeque<Arc<Entry>>,
+    bytes: usize,
 }
 
 impl Inbox {
-    pub fn new(capacity: usize) -> Arc<Self> {
+    pub fn new(capacity: usize, max_bytes: usize) -> Arc<Self> {
         Arc::new(Self {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(InboxQueue::default()),
             notify: Notify::new(),
             overflowed: AtomicBool::new(false),
             capacity: capacity.max(1),
+            max_bytes: max_bytes.max(1),
         })
     }
 
     fn push(&self, entry: &Arc<Entry>) {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.len() >= self.capacity {
+        if queue.entries.len() >= self.capacity || queue.bytes >= self.max_bytes {
             self.overflowed.store(true, Ordering::SeqCst);
         } else {
-            queue.push_back(entry.clone());
+            queue.bytes += entry.frame.len();
+            queue.entries.push_back(entry.clone());
         }
         drop(queue);
         self.notify.notify_one();
@@ -70,7 +80,8 @@ impl Inbox {
     /// Takes everything queued. `Err` once an entry was dropped for lack of room.
     pub fn drain(&self, out: &mut Vec<Arc<Entry>>) -> Result<(), Evicted> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        out.extend(queue.drain(..));
+        queue.bytes = 0;
+        out.extend(queue.entries.drain(..));
         if self.overflowed.load(Ordering::SeqCst) {
             return Err(Evicted);
         }
@@ -203,12 +214,12 @@ impl Feed {
     pub fn read(
         &self,
         from_seq: u64,
-        max: usize,
+        (max, max_bytes): (usize, usize),
         out: &mut Vec<Arc<Entry>>,
         register: Option<(&[Bytes], &Arc<Inbox>)>,
     ) -> Result<bool, Evicted> {
         let log = self.log.read().unwrap_or_else(|e| e.into_inner());
-        log.read(from_seq, max, out)?;
+        log.read(from_seq, max, max_bytes, out)?;
         let at_head = from_seq + out.len() as u64 >= log.next_seq();
         match register {
             Some((keys, inbox)) if at_head => {

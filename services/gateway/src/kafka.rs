@@ -166,7 +166,7 @@ impl KafkaContext {
             .acquire_owned()
             .await
             .map_err(|e| GatewayError::Kafka(KafkaError::Task(e.to_string())))?;
-        let consumer: StreamConsumer = consumer_config(&self.args)
+        let consumer: StreamConsumer = catchup_config(&self.args)
             .map_err(GatewayError::Kafka)?
             .create()
             .map_err(|e| GatewayError::Kafka(KafkaError::ClientConfig(e)))?;
@@ -220,6 +220,28 @@ fn consumer_config(args: &KafkaArgs) -> Result<ClientConfig, KafkaError> {
     // measured 150,000 events/s for one client, against 950,000/s with 10 ms (BENCHMARKS.md).
     if config.get("fetch.queue.backoff.ms").is_none() {
         config.set("fetch.queue.backoff.ms", "10");
+    }
+    Ok(config)
+}
+
+/// A catch-up reader's prefetch, bounded: librdkafka's defaults let one consumer hold 64 MiB
+/// of records ahead of its reader (`queued.max.messages.kbytes`), so a few readers on large
+/// events could cost more than every connection of the pod. Sized so a reader holds about
+/// 1 MiB queued plus one fetch in flight; an operator's `--kafka-config` still wins.
+pub const CATCHUP_PREFETCH: [(&str, &str); 3] = [
+    ("queued.max.messages.kbytes", "1024"),
+    // librdkafka raises it to message.max.bytes (1,000,000 by default) if set lower, so a
+    // record of any size the cluster accepts can still be read.
+    ("fetch.max.bytes", "1048576"),
+    ("max.partition.fetch.bytes", "262144"),
+];
+
+fn catchup_config(args: &KafkaArgs) -> Result<ClientConfig, KafkaError> {
+    let mut config = consumer_config(args)?;
+    for (key, value) in CATCHUP_PREFETCH {
+        if config.get(key).is_none() {
+            config.set(key, value);
+        }
     }
     Ok(config)
 }
@@ -290,6 +312,27 @@ mod tests {
         assert_eq!(
             consumer_config(&args).unwrap().get("fetch.queue.backoff.ms"),
             Some("100")
+        );
+    }
+
+    #[test]
+    fn catchup_readers_prefetch_about_a_mebibyte_unless_the_operator_says_otherwise() {
+        let defaults = catchup_config(&KafkaArgs::new("k:9092")).unwrap();
+        assert_eq!(defaults.get("queued.max.messages.kbytes"), Some("1024"));
+        assert_eq!(defaults.get("fetch.max.bytes"), Some("1048576"));
+        assert_eq!(defaults.get("max.partition.fetch.bytes"), Some("262144"));
+        assert_eq!(
+            consumer_config(&KafkaArgs::new("k:9092"))
+                .unwrap()
+                .get("fetch.max.bytes"),
+            None,
+            "the feed's consumer keeps librdkafka's defaults"
+        );
+        let mut args = KafkaArgs::new("k:9092");
+        args.config.push("queued.max.messages.kbytes=4096".into());
+        assert_eq!(
+            catchup_config(&args).unwrap().get("queued.max.messages.kbytes"),
+            Some("4096")
         );
     }
 

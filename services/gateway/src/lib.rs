@@ -9,9 +9,13 @@
 //! - [`subscriber::Subscriber`] is one connection: it starts from the client's cursor (or
 //!   `from`/`since`), reads what memory no longer holds from Kafka with a bounded catch-up
 //!   reader, then follows the ring; key-filtered subscribers are reached through the key index.
+//! - [`access::Gatekeeper`] decides, before a stream opens, who the request is (a JWT from a
+//!   header, cookie or `access_token`, or anonymous), whether it may read the stream, and which
+//!   keys; a token's expiry becomes the moment its stream ends with `event: sluice.reauth`.
 //! - [`run`] serves until the shutdown token fires, then drains: readiness fails, new streams
 //!   get 503, open streams are closed spread over the drain window with a jittered `retry:`.
 
+pub mod access;
 pub mod body;
 pub mod config;
 pub mod demo;
@@ -45,9 +49,6 @@ use feed::FeedLimits;
 use metrics::{GatewayMetrics, ReasonLabel};
 use request::From;
 use subscriber::{Out, Start, Subscriber, Timing};
-
-/// Bytes of frames queued between a connection task and its socket (plus one burst).
-const OUT_QUEUE_BYTES: usize = 64 * 1024;
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +107,7 @@ pub struct AppState {
     draining: AtomicBool,
     drain: CancellationToken,
     metrics: GatewayMetrics,
+    gate: access::Gatekeeper,
 }
 
 /// Counts a connection while it lives.
@@ -132,6 +134,17 @@ pub async fn run(
     let catalog = config.validate().map_err(RunError::Config)?;
     let mut registry = Registry::default();
     let metrics = GatewayMetrics::register(&mut registry);
+    let auth_metrics = sluice_auth::AuthMetrics::register(registry.sub_registry_with_prefix("sluice_gateway"));
+    let authenticator = Arc::new(sluice_auth::Authenticator::new(&config.auth).map_err(RunError::Config)?);
+    let cors_policy = CorsPolicy::new(&config.cors).map_err(RunError::Config)?;
+    let gate = access::Gatekeeper::new(
+        authenticator.clone(),
+        auth_metrics,
+        config.auth_cookie.clone(),
+        access::public_streams(&config.public_streams).map_err(RunError::Config)?,
+        cors_policy.clone(),
+        config.max_connections_per_subject,
+    );
     // Kafka clients before the admin listener: a configuration librdkafka refuses ends the
     // start before anything listens or logs.
     let kafka = Arc::new(kafka::KafkaContext::new(
@@ -160,15 +173,18 @@ pub async fn run(
             drain_window: config.drain_window,
             write_timeout: config.write_timeout,
             inbox_events: config.inbox_events,
+            max_queued_bytes: config.max_queued_bytes,
         }),
         max_connections: config.max_connections,
         active: Arc::new(AtomicUsize::new(0)),
         draining: AtomicBool::new(false),
         drain: drain.clone(),
         metrics,
+        gate,
     });
 
     let background = CancellationToken::new();
+    authenticator.start(background.clone());
     let (check_kafka, watcher) = (kafka.clone(), readiness.clone());
     let stop_watching = background.clone();
     tokio::spawn(async move {
@@ -186,7 +202,7 @@ pub async fn run(
     } else {
         config.workers
     };
-    let cors = sluice_runtime::cors::Cors::new(CorsPolicy::new(&config.cors).map_err(RunError::Config)?);
+    let cors = sluice_runtime::cors::Cors::new(cors_policy);
     let demo_page = config.demo_page.then(|| web::Data::new(config.demo.render()));
     let app_state = state.clone();
     let server = HttpServer::new(move || {
@@ -199,8 +215,10 @@ pub async fn run(
             None => app,
         };
         app.default_service(web::to(sluice_runtime::error::not_found))
+            .wrap(actix_web::middleware::from_fn(sluice_runtime::http::security_headers))
     })
     .on_connect(|connection, extensions| {
+        sluice_runtime::http::on_connect(connection, extensions);
         if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
             extensions.insert(SocketFd(tcp.as_raw_fd()));
         }
@@ -284,14 +302,16 @@ async fn open_stream(
     if state.draining.load(Ordering::SeqCst) {
         return Err(GatewayError::Draining);
     }
+    let mut query = request::parse_query(request.query_string())?;
+    // Who is asking comes first: an unauthenticated client learns nothing, not even which
+    // streams exist.
+    let admission = state
+        .gate
+        .admit(request, stream, query.access_token.take().as_deref(), &mut query.filter)
+        .await?;
     let topic = state.catalog.topic_for(stream)?;
-    let query = request::parse_query(request.query_string())?;
-    let header = request
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.trim().is_empty());
-    let cursor = match header.map(str::trim).or(query.last_event_id.as_deref()) {
+    let cursor_text = request::cursor_text(request.headers().get("last-event-id"), query.last_event_id.as_deref())?;
+    let cursor = match cursor_text {
         Some(text) => {
             let cursor = Cursor::decode(text).map_err(GatewayError::InvalidCursor)?;
             cursor
@@ -315,7 +335,7 @@ async fn open_stream(
     }
     let start = resolve_start(state.hub.kafka(), &lease.feed, cursor, query.from).await?;
     let socket = request.conn_data::<SocketFd>().map(|s| s.0);
-    let (out, body) = Out::channel(OUT_QUEUE_BYTES, socket, state.timing.write_timeout);
+    let (out, body) = Out::channel(state.timing.max_queued_bytes, socket, state.timing.write_timeout);
     let subscriber = Subscriber::new(
         lease,
         state.hub.kafka().clone(),
@@ -324,16 +344,26 @@ async fn open_stream(
         state.timing.clone(),
         state.drain.clone(),
         out,
-    );
+    )
+    .with_reauth(admission.expires_at.map(access::reauth_in));
     state.metrics.connections_opened.inc();
+    let subject_slot = admission.subject_slot;
     // `map`, not an async block around `run`: a block would hold the subscriber twice (its
     // capture and the future it moved into), in every connection's task.
-    tokio::spawn(subscriber.run().map(move |()| drop(slot)));
-    Ok(HttpResponse::Ok()
+    tokio::spawn(subscriber.run().map(move |()| drop((slot, subject_slot))));
+    let mut response = HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+        .streaming(body);
+    if request.version() < actix_web::http::Version::HTTP_11 {
+        // HTTP/1.0 has no chunked encoding: the body runs until the connection closes.
+        response.head_mut().no_chunking(true);
+        response
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    Ok(response)
 }
 
 fn acquire_slot(state: &AppState) -> Result<ConnectionSlot, GatewayError> {

@@ -85,15 +85,14 @@ impl Entry {
         &self.frame[4..self.body_start.saturating_sub(1).max(4)]
     }
 
-    /// The same event behind another id.
-    pub fn frame_with_id(&self, cursor: &Cursor) -> Bytes {
-        let body = &self.frame[self.body_start..];
-        let mut out = BytesMut::with_capacity(5 + cursor.encoded_len() + body.len());
-        out.put_slice(b"id: ");
-        cursor.encode_into(&mut out);
-        out.put_u8(b'\n');
-        out.put_slice(body);
-        out.freeze()
+    /// The same event behind another id: a new id line, and the body as a slice of this
+    /// entry's frame (shared, so a subscriber off the ring's ids never copies the data).
+    pub fn frame_with_id(&self, cursor: &Cursor) -> [Bytes; 2] {
+        let mut id = BytesMut::with_capacity(5 + cursor.encoded_len());
+        id.put_slice(b"id: ");
+        cursor.encode_into(&mut id);
+        id.put_u8(b'\n');
+        [id.freeze(), self.frame.slice(self.body_start..)]
     }
 
     /// The head cursor after this entry.
@@ -210,13 +209,22 @@ impl StreamLog {
             .unwrap_or_else(|| self.next_seq())
     }
 
-    /// Copies up to `max` entries from `from_seq` on into `out`.
-    pub fn read(&self, from_seq: u64, max: usize, out: &mut Vec<Arc<Entry>>) -> Result<(), Evicted> {
+    /// Copies up to `max` entries from `from_seq` on into `out`, stopping once their frames
+    /// reach `max_bytes` (at least one entry): a reader that stalls holds on to what it read,
+    /// and entries the ring has since evicted would otherwise be its own memory.
+    pub fn read(&self, from_seq: u64, max: usize, max_bytes: usize, out: &mut Vec<Arc<Entry>>) -> Result<(), Evicted> {
         if from_seq < self.first_seq {
             return Err(Evicted);
         }
-        let skip = (from_seq - self.first_seq) as usize;
-        out.extend(self.entries.iter().skip(skip).take(max).cloned());
+        let skip = usize::try_from(from_seq - self.first_seq).unwrap_or(usize::MAX);
+        let mut bytes = 0;
+        for entry in self.entries.iter().skip(skip).take(max) {
+            if bytes >= max_bytes {
+                break;
+            }
+            bytes += entry.frame.len();
+            out.push(entry.clone());
+        }
         Ok(())
     }
 
@@ -272,9 +280,32 @@ mod tests {
         let mut l = log(2, 10);
         let e = push(&mut l, 1, 0);
         let other = Cursor::new(7, vec![5, 1]);
-        let parsed = sluice_sse::parse_stream(&e.frame_with_id(&other));
+        let [id, body] = e.frame_with_id(&other);
+        assert!(
+            e.frame.as_ptr_range().contains(&body.as_ptr()),
+            "the body is shared, not copied"
+        );
+        let parsed = sluice_sse::parse_stream(&[id, body].concat());
         assert_eq!(parsed.events[0].data, "p1o0");
         assert_eq!(parsed.events[0].id.as_deref(), Some(other.encode().as_str()));
+    }
+
+    #[test]
+    fn a_read_stops_once_its_frames_reach_the_byte_budget() {
+        let mut l = log(1, 10);
+        let first = push(&mut l, 0, 0);
+        for o in 1..5 {
+            push(&mut l, 0, o);
+        }
+        let mut out = Vec::new();
+        l.read(0, 10, 1, &mut out).unwrap();
+        assert_eq!(out.len(), 1, "always one entry, however large");
+        out.clear();
+        l.read(0, 10, first.frame.len() + 1, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        out.clear();
+        l.read(0, 3, usize::MAX, &mut out).unwrap();
+        assert_eq!(out.len(), 3, "and never more than the count");
     }
 
     #[test]
@@ -291,8 +322,8 @@ mod tests {
             "a reader of partition 1 alone is still covered"
         );
         let mut out = Vec::new();
-        assert_eq!(l.read(0, 10, &mut out), Err(Evicted));
-        l.read(1, 10, &mut out).unwrap();
+        assert_eq!(l.read(0, 10, usize::MAX, &mut out), Err(Evicted));
+        l.read(1, 10, usize::MAX, &mut out).unwrap();
         assert_eq!(
             out.iter().map(|e| (e.partition, e.offset)).collect::<Vec<_>>(),
             vec![(1, 0), (0, 1), (1, 1)]

@@ -1,6 +1,11 @@
-//! The query of `GET /v1/streams/{stream}`: where to start and what to filter.
+//! The query of `GET /v1/streams/{stream}`: where to start and what to filter, and the
+//! cursor a client resumes from. Everything here is hostile input: every path ends in a value
+//! or an error the client gets as a 400, never in a panic (`cargo fuzz` checks it, see
+//! `services/gateway/fuzz`).
 
+use actix_web::http::header::HeaderValue;
 use bytes::Bytes;
+use sluice_sse::CursorError;
 
 use crate::subscriber::Filter;
 use crate::GatewayError;
@@ -16,12 +21,25 @@ pub enum From {
 }
 
 /// A parsed request query.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct StreamQuery {
     pub from: From,
     pub filter: Filter,
     /// `lastEventId`, for clients that cannot set the `Last-Event-ID` header.
     pub last_event_id: Option<String>,
+    /// `access_token`, for clients that can set neither a header nor a cookie. Never logged.
+    pub access_token: Option<String>,
+}
+
+impl std::fmt::Debug for StreamQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamQuery")
+            .field("from", &self.from)
+            .field("filter", &self.filter)
+            .field("last_event_id", &self.last_event_id)
+            .field("access_token", &self.access_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Longest key or type a filter accepts.
@@ -29,7 +47,7 @@ const MAX_FILTER_VALUE: usize = 1024;
 /// Most `key=` / `type=` values in one request.
 const MAX_FILTER_VALUES: usize = 256;
 
-/// Parses `from`, `since`, repeatable `key` and `type`, and `lastEventId`.
+/// Parses `from`, `since`, repeatable `key` and `type`, `lastEventId` and `access_token`.
 pub fn parse_query(query: &str) -> Result<StreamQuery, GatewayError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
         .map_err(|e| GatewayError::InvalidQuery(format!("malformed query string: {e}")))?;
@@ -68,6 +86,7 @@ pub fn parse_query(query: &str) -> Result<StreamQuery, GatewayError> {
                 }
             }
             "lastEventId" => parsed.last_event_id = Some(value).filter(|v| !v.is_empty()),
+            "access_token" => parsed.access_token = Some(value).filter(|v| !v.is_empty()),
             _ => {}
         }
     }
@@ -124,16 +143,47 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
         millis = padded.parse::<i64>().ok()?;
         rest = &fraction[digits..];
     }
-    let offset_minutes = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (rest[1..3].parse::<i64>().ok()? * 60 + rest[4..6].parse::<i64>().ok()?)
+    // Bytes, not `str` slices: the text may hold multi-byte characters anywhere.
+    let offset_minutes = match rest.as_bytes() {
+        b"Z" | b"z" => 0,
+        &[sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (hours, minutes) = (two_digits(h1, h2)?, two_digits(m1, m2)?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let total = hours * 60 + minutes;
+            if sign == b'-' {
+                -total
+            } else {
+                total
+            }
         }
         _ => return None,
     };
     let days = days_from_civil(year, month, day);
     Some(((days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60) * 1000) + millis)
+}
+
+fn two_digits(tens: u8, ones: u8) -> Option<i64> {
+    (tens.is_ascii_digit() && ones.is_ascii_digit()).then(|| i64::from(tens - b'0') * 10 + i64::from(ones - b'0'))
+}
+
+/// The cursor text a client resumes from: the `Last-Event-ID` header, else `lastEventId`.
+/// A header that is not visible ASCII cannot be a cursor: it is refused, not ignored (ignoring
+/// it would start the client from `latest` and silently skip what it missed).
+pub fn cursor_text<'a>(
+    header: Option<&'a HeaderValue>,
+    query: Option<&'a str>,
+) -> Result<Option<&'a str>, GatewayError> {
+    let header = match header {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| GatewayError::InvalidCursor(CursorError::NotBase64))?,
+        ),
+        None => None,
+    };
+    Ok(header.map(str::trim).filter(|v| !v.is_empty()).or(query))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -163,6 +213,14 @@ mod tests {
     }
 
     #[test]
+    fn takes_the_access_token_and_never_shows_it() {
+        let q = parse_query("key=a&access_token=eyJ.secret.sig").unwrap();
+        assert_eq!(q.access_token.as_deref(), Some("eyJ.secret.sig"));
+        assert!(!format!("{q:?}").contains("secret"));
+        assert_eq!(parse_query("access_token=").unwrap().access_token, None);
+    }
+
+    #[test]
     fn rejects_bad_values() {
         for bad in [
             "from=middle",
@@ -170,9 +228,32 @@ mod tests {
             "key=",
             "from=latest&since=0",
             "since=2026-13-01T00:00:00Z",
+            // A multi-byte character where the offset's colon would be (it used to panic).
+            "since=2026-11-21T05:00:00%2B0%C3%A900",
+            "since=2026-11-21T05:00:00%2B%C3%A9:00",
+            "since=2026-11-21T05:00:00.%C3%A9Z",
+            "since=2026-11-21T05:00:00%2B25:00",
+            "since=2026-11-21T05:00:00%2B-1:00",
+            "since=%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9",
+            "since=2026-11-21T05:00:0%C3%A9Z",
+            "since=99999999999999999999999",
         ] {
             assert!(matches!(parse_query(bad), Err(GatewayError::InvalidQuery(_))), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_cursor_header_that_is_not_ascii_is_refused_not_ignored() {
+        let header = HeaderValue::from_bytes("caf\u{e9}".as_bytes()).unwrap();
+        assert!(matches!(
+            cursor_text(Some(&header), Some("q")),
+            Err(GatewayError::InvalidCursor(CursorError::NotBase64))
+        ));
+        let blank = HeaderValue::from_static("  ");
+        assert_eq!(cursor_text(Some(&blank), Some("q")).unwrap(), Some("q"));
+        let header = HeaderValue::from_static(" abc ");
+        assert_eq!(cursor_text(Some(&header), Some("q")).unwrap(), Some("abc"));
+        assert_eq!(cursor_text(None, None).unwrap(), None);
     }
 
     #[test]

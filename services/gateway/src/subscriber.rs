@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::body::{self, BodyRx, BodyTx, Closed};
 use crate::feed::{Feed, Inbox};
 use crate::hub::FeedLease;
-use crate::kafka::KafkaContext;
+use crate::kafka::{CatchUpReader, KafkaContext, OwnedRecord};
 use crate::log::{Entry, Evicted};
 use crate::metrics::{ReasonLabel, ResumeLabel};
 use crate::record::map_record;
@@ -47,6 +47,11 @@ const BATCH: usize = 256;
 const CATCHUP_CHUNK_BYTES: usize = 32 * 1024;
 /// How long a catch-up reader waits for a record before the loop looks at timers.
 const CATCHUP_POLL: Duration = Duration::from_millis(250);
+/// Catch-up trouble is met by every client that catches up at the time: one line a second.
+static CATCHUP_WARNINGS: sluice_runtime::logging::RateLimit =
+    sluice_runtime::logging::RateLimit::new(Duration::from_secs(1));
+/// How long a catch-up client may take nothing before it gives its Kafka reader back.
+const READER_GRACE: Duration = Duration::from_millis(250);
 /// Buffers (frames of a burst, ring entries of a read) kept between wakes; larger ones, left by
 /// a burst, are freed.
 const KEEP_FRAMES: usize = 16;
@@ -64,6 +69,8 @@ pub struct Timing {
     pub write_timeout: Duration,
     /// Entries queued for a key-filtered subscriber before it falls back to reading by position.
     pub inbox_events: usize,
+    /// Bytes a connection queues for its socket, beyond one event larger than that.
+    pub max_queued_bytes: usize,
 }
 
 /// What a subscriber wants from the stream.
@@ -108,6 +115,8 @@ pub enum End {
     Drain,
     FeedStopped,
     KafkaError,
+    /// The token that opened the stream is about to expire.
+    Reauth,
 }
 
 impl End {
@@ -119,6 +128,7 @@ impl End {
             End::Drain => "drain",
             End::FeedStopped => "feed_stopped",
             End::KafkaError => "kafka_error",
+            End::Reauth => "token_expiring",
         }
     }
 }
@@ -159,36 +169,62 @@ impl Out {
         sent
     }
 
-    /// Queues `frames` (emptying it), waiting at most the write timeout for room.
+    /// Queues `frames` (emptying it), waiting for room until the socket has accepted nothing
+    /// for the write timeout.
     async fn send_frames(&mut self, frames: &mut Vec<Bytes>) -> Result<(), End> {
         let sent = match self.tx.try_send(frames) {
             Ok(true) => Ok(()),
             Err(Closed) => Err(End::ClientGone),
-            // Full: only now is a timer worth its cost. Boxed, so that every connection's task
-            // does not carry room for it.
-            Ok(false) => match Box::pin(tokio::time::timeout(self.write_timeout, self.tx.send(frames))).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(Closed)) => Err(End::ClientGone),
-                Err(_) => {
-                    // The body has not been pulled for the whole timeout: the kernel will not
-                    // take more. The receiver is still alive, so actix still owns this
-                    // descriptor.
-                    if let Some(fd) = self.socket.filter(|_| !self.tx.is_closed()) {
-                        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
-                    }
-                    Err(End::Unwritable)
-                }
-            },
+            Ok(false) => self.wait_for_room(frames).await,
         };
+        self.recycle(frames);
+        if sent.is_ok() {
+            self.last_sent = Instant::now();
+        }
+        sent
+    }
+
+    /// The queue is full. The timeout counts from when the body last took bytes, not from now:
+    /// that is when the socket stopped accepting data.
+    async fn wait_for_room(&self, frames: &mut Vec<Bytes>) -> Result<(), End> {
+        let deadline = self.tx.stalled_since().unwrap_or_else(Instant::now) + self.write_timeout;
+        // Boxed, so that every connection's task does not carry room for the timer.
+        match Box::pin(tokio::time::timeout_at(deadline, self.tx.send(frames))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Closed)) => Err(End::ClientGone),
+            Err(_) => {
+                // The body has not been pulled for the whole timeout: the kernel will not
+                // take more. The receiver is still alive, so actix still owns this
+                // descriptor.
+                if let Some(fd) = self.socket.filter(|_| !self.tx.is_closed()) {
+                    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+                }
+                Err(End::Unwritable)
+            }
+        }
+    }
+
+    /// Queues `frames` if the body makes room for them within `grace`. `Ok(false)`: it did not;
+    /// what is not queued yet is still in `frames`.
+    async fn send_within(&mut self, frames: &mut Vec<Bytes>, grace: Duration) -> Result<bool, End> {
+        let queued = match tokio::time::timeout(grace, self.tx.send(frames)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(Closed)) => return Err(End::ClientGone),
+            Err(_) => false,
+        };
+        if queued {
+            self.recycle(frames);
+            self.last_sent = Instant::now();
+        }
+        Ok(queued)
+    }
+
+    fn recycle(&self, frames: &mut Vec<Bytes>) {
         frames.clear();
         if frames.capacity() > KEEP_FRAMES {
             // After a burst: idle connections must stay small.
             *frames = Vec::new();
         }
-        if sent.is_ok() {
-            self.last_sent = Instant::now();
-        }
-        sent
     }
 }
 
@@ -207,6 +243,9 @@ pub struct Subscriber {
     dirty: bool,
     last_checkpoint: Instant,
     end_at: Option<(Instant, End)>,
+    /// The drain has been heard (its end is in `end_at` unless an earlier end already was:
+    /// then the drain must not be heard again, or `wait` would spin on the cancelled token).
+    draining: bool,
     /// Shared by every connection of the pod.
     timing: Arc<Timing>,
     drain: CancellationToken,
@@ -257,12 +296,26 @@ impl Subscriber {
             dirty: false,
             last_checkpoint: now,
             end_at,
+            draining: false,
             drain,
             timer: Box::pin(tokio::time::sleep_until(now + timing.heartbeat)),
             deliveries: 0,
             timing,
             out,
         }
+    }
+
+    /// Ends the stream `after` from now (if sooner than any other end) with a final
+    /// `event: sluice.reauth` carrying the cursor: the token that opened it is expiring. Kept in
+    /// the one `end_at` the connection's timer already serves, so it costs no extra timer.
+    pub fn with_reauth(mut self, after: Option<Duration>) -> Self {
+        if let Some(after) = after {
+            let at = Instant::now() + after;
+            if self.end_at.is_none_or(|(t, _)| at < t) {
+                self.end_at = Some((at, End::Reauth));
+            }
+        }
+        self
     }
 
     fn feed(&self) -> &Arc<Feed> {
@@ -276,6 +329,9 @@ impl Subscriber {
             // Tell the client when to come back; jittered so a drain does not become a storm.
             let retry = self.jittered_retry();
             let _ = self.out.send(frame::retry_frame(retry)).await;
+        }
+        if end == End::Reauth {
+            let _ = self.out.send(reauth_frame(&self.position)).await;
         }
         self.kafka
             .metrics
@@ -315,6 +371,11 @@ impl Subscriber {
         }
     }
 
+    /// Entries and bytes of one ring read: a burst is at most what the connection may queue.
+    fn batch_limits(&self) -> (usize, usize) {
+        (BATCH, self.timing.max_queued_bytes)
+    }
+
     fn count_resume(&mut self, source: &'static str, outcome: &'static str) {
         if std::mem::take(&mut self.resumed) {
             self.kafka
@@ -341,7 +402,7 @@ impl Subscriber {
                 // After a burst: idle connections must stay small.
                 batch = Vec::new();
             }
-            if feed.read(next, BATCH, &mut batch, None) == Err(Evicted) {
+            if feed.read(next, self.batch_limits(), &mut batch, None) == Err(Evicted) {
                 return Ok(());
             }
             if let Some(last) = batch.last() {
@@ -360,7 +421,7 @@ impl Subscriber {
 
     async fn deliver_unkeyed(&mut self, batch: &[Arc<Entry>]) -> Result<(), End> {
         let mut frames = std::mem::take(&mut self.out.frames);
-        let mut newest = 0;
+        let (mut newest, mut events) = (0, 0);
         for entry in batch {
             let p = entry.partition as usize;
             if entry.offset < self.position.offsets[p] {
@@ -374,30 +435,31 @@ impl Subscriber {
             if !self.aligned && self.position.encode().as_bytes() == entry.id() {
                 self.aligned = true;
             }
-            frames.push(if self.aligned {
-                entry.frame.clone()
+            events += 1;
+            if self.aligned {
+                frames.push(entry.frame.clone());
             } else {
-                entry.frame_with_id(&self.position)
-            });
+                frames.extend(entry.frame_with_id(&self.position));
+            }
             self.dirty = false;
             if self.aligned {
                 // Only live deliveries count towards latency; a replay's age is not latency.
                 newest = newest.max(entry.timestamp_ms);
             }
         }
-        self.flush(frames, newest).await
+        self.flush(frames, events, newest).await
     }
 
     /// Key-filtered: walk memory from `seq` to the head, register in the key index, then take
     /// entries from the inbox. `Ok` when the ring or the inbox dropped something it needed.
     async fn serve_keyed(&mut self, mut next: u64) -> Result<(), End> {
         let feed = self.feed().clone();
-        let inbox = Inbox::new(self.timing.inbox_events);
+        let inbox = Inbox::new(self.timing.inbox_events, self.timing.max_queued_bytes);
         let keys = self.filter.keys.clone();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             batch.clear();
-            let registered = match feed.read(next, BATCH, &mut batch, Some((&keys, &inbox))) {
+            let registered = match feed.read(next, self.batch_limits(), &mut batch, Some((&keys, &inbox))) {
                 Ok(registered) => registered,
                 Err(Evicted) => return Ok(()),
             };
@@ -446,7 +508,7 @@ impl Subscriber {
 
     async fn deliver_keyed(&mut self, batch: &[Arc<Entry>], live: bool) -> Result<(), End> {
         let mut frames = std::mem::take(&mut self.out.frames);
-        let mut newest = 0;
+        let (mut newest, mut events) = (0, 0);
         for entry in batch {
             let p = entry.partition as usize;
             if !self.needed.contains(&p) || entry.offset < self.position.offsets[p] {
@@ -454,7 +516,8 @@ impl Subscriber {
             }
             self.position.set_next(p, entry.offset + 1);
             if self.filter.wants_key(entry.key.as_deref()) && self.filter.wants_type(&entry.record_type) {
-                frames.push(entry.frame_with_id(&self.position));
+                frames.extend(entry.frame_with_id(&self.position));
+                events += 1;
                 self.dirty = false;
                 if live {
                     newest = newest.max(entry.timestamp_ms);
@@ -463,11 +526,11 @@ impl Subscriber {
                 self.dirty = true;
             }
         }
-        self.flush(frames, newest).await
+        self.flush(frames, events, newest).await
     }
 
     /// Reads from Kafka the partitions whose position is older than memory, until memory
-    /// covers them all.
+    /// covers them all (or the client stalls and gives its reader back).
     async fn catch_up(&mut self) -> Result<(), End> {
         let feed = self.feed().clone();
         let floor = feed.memory_floor();
@@ -477,10 +540,32 @@ impl Subscriber {
             .copied()
             .filter(|&p| self.position.offsets[p] < floor[p])
             .collect();
+        self.skip_lost(&feed, &behind).await?;
+        let positions: Vec<(usize, i64)> = behind.iter().map(|&p| (p, self.position.offsets[p])).collect();
+        let reader = tokio::select! {
+            reader = self.kafka.catchup_reader(&feed.topic, &positions) => reader,
+            _ = self.out.tx.closed() => return Err(End::ClientGone),
+        };
+        match reader {
+            Ok(reader) => self.read_kafka(&feed, reader, &behind).await,
+            Err(err) => {
+                if let Some(held_back) = CATCHUP_WARNINGS.check() {
+                    tracing::warn!(stream = %feed.stream, error = %err, held_back, "cannot start a catch-up reader");
+                }
+                Err(End::KafkaError)
+            }
+        }
+    }
+
+    /// Moves partitions whose position Kafka no longer holds to their low watermark, and tells
+    /// the client with an `event: gap`.
+    async fn skip_lost(&mut self, feed: &Feed, behind: &[usize]) -> Result<(), End> {
         let watermarks = match self.kafka.watermarks(&feed.topic, behind.iter().copied()).await {
             Ok(w) => w,
             Err(err) => {
-                tracing::warn!(stream = %feed.stream, error = %err, "catch-up cannot read watermarks");
+                if let Some(held_back) = CATCHUP_WARNINGS.check() {
+                    tracing::warn!(stream = %feed.stream, error = %err, held_back, "catch-up cannot read watermarks");
+                }
                 return Err(End::KafkaError);
             }
         };
@@ -499,77 +584,50 @@ impl Subscriber {
         }
         if lost.is_empty() {
             self.count_resume("kafka", "exact");
-        } else {
-            self.count_resume("kafka", "gap");
-            let data = serde_json::json!({ "stream": feed.stream, "partitions": lost }).to_string();
-            let gap = frame::cursor_event_frame(&self.position, Some("gap"), &data).expect("valid gap frame");
-            self.out.send(gap).await?;
-            self.aligned = false;
+            return Ok(());
         }
+        self.count_resume("kafka", "gap");
+        let data = serde_json::json!({ "stream": feed.stream, "partitions": lost }).to_string();
+        let gap = frame::cursor_event_frame(&self.position, Some("gap"), &data).expect("valid gap frame");
+        self.out.send(gap).await?;
+        self.aligned = false;
+        Ok(())
+    }
 
-        let positions: Vec<(usize, i64)> = behind.iter().map(|&p| (p, self.position.offsets[p])).collect();
-        let reader = tokio::select! {
-            reader = self.kafka.catchup_reader(&feed.topic, &positions) => reader,
-            _ = self.out.tx.closed() => return Err(End::ClientGone),
-        };
-        let reader = match reader {
-            Ok(reader) => reader,
-            Err(err) => {
-                tracing::warn!(stream = %feed.stream, error = %err, "cannot start a catch-up reader");
-                return Err(End::KafkaError);
-            }
-        };
+    /// Reads records until memory covers `behind`. `Ok` also when the client stopped taking
+    /// output and the reader was given back: the caller starts again from the position.
+    async fn read_kafka(&mut self, feed: &Feed, reader: CatchUpReader, behind: &[usize]) -> Result<(), End> {
+        let mut reader = Some(reader);
         let mut chunk = BytesMut::new();
+        let mut ready: Vec<Bytes> = Vec::new();
         // The memory floor only moves forward; re-read it every few hundred records.
         let mut since_check = 0usize;
-        loop {
-            if since_check == 0 && self.covered_by(&feed.memory_floor(), &behind) {
+        while let Some(active) = &reader {
+            if since_check == 0 && self.covered_by(&feed.memory_floor(), behind) {
                 break;
             }
-            match reader.next(CATCHUP_POLL).await {
+            match active.next(CATCHUP_POLL).await {
                 Ok(Some(record)) => {
-                    let p = record.partition as usize;
-                    if p >= self.position.offsets.len() || record.offset < self.position.offsets[p] {
-                        continue;
-                    }
-                    self.position.set_next(p, record.offset + 1);
-                    let mapped = map_record(
-                        record.type_header.as_deref(),
-                        record.key.as_deref(),
-                        record.value.as_deref(),
-                    );
-                    if self.filter.wants_key(record.key.as_deref()) && self.filter.wants_type(&mapped.record_type) {
-                        let framed = frame::cursor_event_frame(&self.position, Some(&mapped.event_type), &mapped.data)
-                            .unwrap_or_else(|_| {
-                                frame::cursor_event_frame(&self.position, None, &mapped.data).expect("valid id")
-                            });
-                        chunk.extend_from_slice(&framed);
-                        self.dirty = false;
-                        self.kafka.metrics.events_sent.inc();
-                    } else {
-                        self.dirty = true;
-                    }
-                    if chunk.len() >= CATCHUP_CHUNK_BYTES {
-                        self.send_chunk(chunk.split().freeze()).await?;
-                    }
+                    self.frame_record(&record, &mut chunk, &mut ready);
                     since_check = (since_check + 1) % 256;
                     // Records keep coming: the drain, the lifetime and the feed must still be heard.
                     if let Err(end) = self.check_end() {
-                        if !chunk.is_empty() {
-                            self.send_chunk(chunk.split().freeze()).await?;
-                        }
+                        ready.extend((!chunk.is_empty()).then(|| chunk.split().freeze()));
+                        self.send_catchup(&mut ready, &mut reader).await?;
                         return Err(end);
                     }
+                    self.send_catchup(&mut ready, &mut reader).await?;
                 }
                 Ok(None) => {
-                    if !chunk.is_empty() {
-                        self.send_chunk(chunk.split().freeze()).await?;
-                    }
+                    ready.extend((!chunk.is_empty()).then(|| chunk.split().freeze()));
+                    self.send_catchup(&mut ready, &mut reader).await?;
                     self.tick().await?;
                     since_check = 0;
                 }
                 Err(err) => {
-                    tracing::warn!(stream = %feed.stream, error = %err, "catch-up read failed");
+                    if let Some(held_back) = CATCHUP_WARNINGS.check() {
+                        tracing::warn!(stream = %feed.stream, error = %err, held_back, "catch-up read failed");
+                    }
                     return Err(End::KafkaError);
                 }
             }
@@ -577,21 +635,65 @@ impl Subscriber {
                 return Err(End::ClientGone);
             }
         }
-        if !chunk.is_empty() {
-            self.send_chunk(chunk.freeze()).await?;
+        ready.extend((!chunk.is_empty()).then(|| chunk.freeze()));
+        self.send_catchup(&mut ready, &mut reader).await
+    }
+
+    /// Frames a record read from Kafka into `chunk`; a full chunk, or a frame as large as one
+    /// (never copied into a chunk), goes to `ready`.
+    fn frame_record(&mut self, record: &OwnedRecord, chunk: &mut BytesMut, ready: &mut Vec<Bytes>) {
+        let p = record.partition as usize;
+        if p >= self.position.offsets.len() || record.offset < self.position.offsets[p] {
+            return;
         }
-        Ok(())
+        self.position.set_next(p, record.offset + 1);
+        let mapped = map_record(
+            record.type_header.as_deref(),
+            record.key.as_deref(),
+            record.value.as_deref(),
+        );
+        if !self.filter.wants_key(record.key.as_deref()) || !self.filter.wants_type(&mapped.record_type) {
+            self.dirty = true;
+            return;
+        }
+        let framed = frame::cursor_event_frame(&self.position, Some(&mapped.event_type), &mapped.data)
+            .unwrap_or_else(|_| frame::cursor_event_frame(&self.position, None, &mapped.data).expect("valid id"));
+        self.dirty = false;
+        self.kafka.metrics.events_sent.inc();
+        if framed.len() >= CATCHUP_CHUNK_BYTES {
+            ready.extend((!chunk.is_empty()).then(|| chunk.split().freeze()));
+            ready.push(framed);
+        } else {
+            chunk.extend_from_slice(&framed);
+            if chunk.len() >= CATCHUP_CHUNK_BYTES {
+                ready.push(chunk.split().freeze());
+            }
+        }
+    }
+
+    /// Queues catch-up output. A client that takes nothing for [`READER_GRACE`] gives its
+    /// reader back (`reader` becomes `None`) while it waits: readers are few, and a client that
+    /// does not read must not keep one from a client that would. Its prefetched records go with
+    /// it; the next catch-up reads again from the position.
+    async fn send_catchup(&mut self, ready: &mut Vec<Bytes>, reader: &mut Option<CatchUpReader>) -> Result<(), End> {
+        if ready.is_empty() {
+            return Ok(());
+        }
+        self.kafka
+            .metrics
+            .bytes_sent
+            .inc_by(ready.iter().map(Bytes::len).sum::<usize>() as u64);
+        if reader.is_some() && self.out.send_within(ready, READER_GRACE).await? {
+            return Ok(());
+        }
+        *reader = None;
+        self.out.send_frames(ready).await
     }
 
     /// Whether `partitions` have reached memory. Only the partitions this reader reads: one
     /// that memory covered at the start but has since been evicted is the next round's job.
     fn covered_by(&self, floor: &[i64], partitions: &[usize]) -> bool {
         partitions.iter().all(|&p| self.position.offsets[p] >= floor[p])
-    }
-
-    async fn send_chunk(&mut self, chunk: Bytes) -> Result<(), End> {
-        self.kafka.metrics.bytes_sent.inc_by(chunk.len() as u64);
-        self.out.send(chunk).await
     }
 
     /// Ends the connection if its end is due: drain, lifetime, or the feed stopping.
@@ -607,7 +709,7 @@ impl Subscriber {
         if self.feed().stop.is_cancelled() {
             return Err(End::FeedStopped);
         }
-        if self.drain.is_cancelled() && !matches!(self.end_at, Some((_, End::Drain))) {
+        if self.drain.is_cancelled() && !self.draining {
             self.begin_drain();
         }
         Ok(())
@@ -621,13 +723,13 @@ impl Subscriber {
     }
 
     /// Hands a burst's frames to the body as they are (shared `Bytes`, no copy here); the body
-    /// joins what was queued into one chunk, and actix's dispatcher writes it with one syscall.
-    async fn flush(&mut self, mut frames: Vec<Bytes>, newest_ms: i64) -> Result<(), End> {
+    /// joins small frames into chunks of at most [`body::CHUNK_BYTES`] and slices large ones.
+    async fn flush(&mut self, mut frames: Vec<Bytes>, events: u64, newest_ms: i64) -> Result<(), End> {
         if frames.is_empty() {
             self.out.frames = frames;
             return self.tick_after_delivery().await;
         }
-        self.kafka.metrics.events_sent.inc_by(frames.len() as u64);
+        self.kafka.metrics.events_sent.inc_by(events);
         self.kafka
             .metrics
             .bytes_sent
@@ -671,12 +773,13 @@ impl Subscriber {
                 _ = self.timer.as_mut() => self.tick().await?,
                 _ = self.out.tx.closed() => return Err(End::ClientGone),
                 _ = self.lease.feed.stop.cancelled() => return Err(End::FeedStopped),
-                _ = self.drain.cancelled(), if !matches!(self.end_at, Some((_, End::Drain))) => self.begin_drain(),
+                _ = self.drain.cancelled(), if !self.draining => self.begin_drain(),
             }
         }
     }
 
     fn begin_drain(&mut self) {
+        self.draining = true;
         let window = self.timing.drain_window.as_secs_f64();
         let delay = Duration::from_secs_f64(rand::rng().random_range(0.0..=window.max(0.0)));
         let at = Instant::now() + delay;
@@ -725,6 +828,13 @@ impl Subscriber {
         }
         Ok(())
     }
+}
+
+/// The last frame of a stream whose token is expiring: its id is the position, so the client
+/// resumes exactly there with a fresh token.
+fn reauth_frame(position: &Cursor) -> Bytes {
+    frame::cursor_event_frame(position, Some("sluice.reauth"), r#"{"reason":"token_expiring"}"#)
+        .expect("a fixed single-line type and data")
 }
 
 /// Removes an inbox from the key index when the subscriber leaves the inbox phase.

@@ -28,6 +28,7 @@ fn timing() -> Timing {
         drain_window: Duration::from_secs(10),
         write_timeout: Duration::from_secs(30),
         inbox_events: 16,
+        max_queued_bytes: 64 * 1024,
     }
 }
 
@@ -38,9 +39,36 @@ struct Harness {
 }
 
 fn subscribe(partitions: usize, filter: Filter) -> Harness {
+    subscribe_with(partitions, filter, Setup::default())
+}
+
+/// What a test changes about a subscriber: its queue bound, its ring, when its token expires.
+struct Setup {
+    queued: usize,
+    ring_bytes: usize,
+    /// The subscriber must end `reauth` from now, as when its token expires.
+    reauth: Option<Duration>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            queued: 64 * 1024,
+            ring_bytes: 1 << 20,
+            reauth: None,
+        }
+    }
+}
+
+fn subscribe_with(partitions: usize, filter: Filter, setup: Setup) -> Harness {
+    let Setup {
+        queued,
+        ring_bytes,
+        reauth,
+    } = setup;
     let limits = FeedLimits {
         ring_events: 1000,
-        ring_bytes: 1 << 20,
+        ring_bytes,
     };
     let start = Cursor::new(sluice_sse::stream_fingerprint("t"), vec![0; partitions]);
     let feed = Feed::detached("t", "t", start.clone(), limits);
@@ -56,7 +84,7 @@ fn subscribe(partitions: usize, filter: Filter) -> Harness {
         Duration::from_secs(10),
     )
     .unwrap();
-    let (out, rx) = Out::channel(64 * 1024, None, Duration::from_secs(30));
+    let (out, rx) = Out::channel(queued, None, Duration::from_secs(30));
     let drain = CancellationToken::new();
     let subscriber = Subscriber::new(
         FeedLease { feed: feed.clone() },
@@ -66,16 +94,25 @@ fn subscribe(partitions: usize, filter: Filter) -> Harness {
             position: start,
             resumed: false,
         },
-        Arc::new(timing()),
+        Arc::new(Timing {
+            max_queued_bytes: queued,
+            ..timing()
+        }),
         drain.clone(),
         out,
-    );
+    )
+    .with_reauth(reauth);
     tokio::spawn(subscriber.run());
     Harness { feed, rx, drain }
 }
 
+/// The next whole frame; one may be queued in parts (an id line, then the shared body).
 async fn next_frame(rx: &mut BodyRx) -> String {
-    String::from_utf8(rx.recv().await.expect("a frame").to_vec()).unwrap()
+    let mut frame = Vec::new();
+    while !frame.ends_with(b"\n\n") {
+        frame.extend_from_slice(&rx.recv().await.expect("a frame"));
+    }
+    String::from_utf8(frame).unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -203,4 +240,108 @@ async fn a_stopped_feed_ends_its_streams_with_a_retry() {
     let last = next_frame(&mut h.rx).await;
     assert!(parse_stream(last.as_bytes()).retry_ms.is_some(), "{last:?}");
     assert!(h.rx.recv().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_holds_at_most_its_bound_of_shared_frames_then_is_cut() {
+    const LIMIT: usize = 64 * 1024;
+    let mut h = subscribe_with(
+        1,
+        Filter::default(),
+        Setup {
+            queued: LIMIT,
+            ring_bytes: 64 << 20,
+            ..Setup::default()
+        },
+    );
+    next_frame(&mut h.rx).await; // retry
+    let big = format!("\"{}\"", "x".repeat(100_000));
+    for offset in 0..40 {
+        h.feed.append(0, offset, 0, None, None, Some(big.as_bytes()));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await; // paused clock: every task runs until idle
+    let queued = h.rx.queued_bytes();
+    assert!(
+        queued > 0 && queued <= LIMIT + big.len() + 200,
+        "{queued} bytes queued: the bound plus one event at most (4 MB were available)"
+    );
+
+    // The client takes one frame 20 s after it stopped: the write timeout counts from then.
+    tokio::time::sleep(Duration::from_secs(19)).await;
+    let frame = h.rx.recv().await.expect("an event");
+    let mut ring = Vec::new();
+    h.feed.read(0, (100, usize::MAX), &mut ring, None).unwrap();
+    assert!(
+        ring.iter().any(|e| e.frame.as_ptr_range().contains(&frame.as_ptr())),
+        "the frame is the ring's, not a copy"
+    );
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(h.feed.idle_for().is_none(), "25 s after the last take: still open");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        h.feed.idle_for().is_some(),
+        "closed 30 s after the socket last took data"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expiring_token_ends_the_stream_with_reauth_at_the_cursor() {
+    let filter = Filter {
+        keys: Vec::new(),
+        types: vec!["wanted".into()],
+    };
+    let reauth = Duration::from_secs(40);
+    let mut h = subscribe_with(
+        2,
+        filter,
+        Setup {
+            reauth: Some(reauth),
+            ..Setup::default()
+        },
+    );
+    let started = tokio::time::Instant::now();
+    next_frame(&mut h.rx).await; // retry
+    h.feed.append(0, 0, 0, None, Some(b"wanted"), Some(b"1"));
+    h.feed.append(1, 0, 0, None, Some(b"other"), Some(b"2"));
+    let mut frames = String::new();
+    while !frames.contains("sluice.reauth") {
+        assert!(
+            started.elapsed() <= reauth,
+            "no reauth by the moment picked: {frames:?}"
+        );
+        frames.push_str(&next_frame(&mut h.rx).await);
+    }
+    assert_eq!(started.elapsed(), reauth, "at the moment picked, not a heartbeat later");
+    let parsed = parse_stream(frames.as_bytes());
+    let last = parsed.events.last().unwrap();
+    assert_eq!(last.event_type, "sluice.reauth");
+    assert_eq!(last.data, r#"{"reason":"token_expiring"}"#);
+    assert_eq!(
+        Cursor::decode(last.id.as_deref().unwrap()).unwrap().offsets,
+        vec![1, 1],
+        "the id is the position, past the record the filter skipped"
+    );
+    assert!(h.rx.recv().await.is_none(), "then the stream ends");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_heard_when_an_earlier_end_is_set_keeps_that_end() {
+    // The token's end is 1 ms away; the drain picks one moment in its 10 s window, almost
+    // surely later, and must pick it once: re-picking on every wake would soon land earlier
+    // (and spin on the cancelled drain token meanwhile). 1 in 10,000 runs the drain wins fairly.
+    let mut h = subscribe_with(
+        1,
+        Filter::default(),
+        Setup {
+            reauth: Some(Duration::from_millis(1)),
+            ..Setup::default()
+        },
+    );
+    next_frame(&mut h.rx).await; // retry
+    h.drain.cancel();
+    let mut frames = String::new();
+    while let Some(frame) = h.rx.recv().await {
+        frames.push_str(std::str::from_utf8(&frame).unwrap());
+    }
+    assert!(frames.contains("event: sluice.reauth"), "{frames:?}");
 }

@@ -15,6 +15,7 @@ use crate::broker::BrokerArgs;
 use crate::catchup::CatchupArgs;
 use crate::fanout::{FanoutArgs, KeyedArgs, LatencyArgs};
 use crate::hold::HoldArgs;
+use crate::hostile::HostileArgs;
 use crate::idle::IdleArgs;
 use crate::ingest::IngestArgs;
 use crate::reconnect::ReconnectArgs;
@@ -70,6 +71,10 @@ pub enum Command {
 
     /// One client resuming 1,000,000 events behind: events/s until it is live.
     Catchup(CatchupArgs),
+
+    /// Clients that never read, on large events (`--payload-bytes`), beside normal
+    /// subscribers: the gateway's RSS per stalled client, the others' latency and losses.
+    Hostile(HostileArgs),
 
     /// Write BENCHMARKS.md from the scenarios' JSON results and a template holding the prose.
     Report(ReportArgs),

@@ -2,7 +2,8 @@
 //!
 //! Each scenario is a subcommand with its own module: [`ingest`] drives the ingest API;
 //! [`idle`], [`fanout`] (which also serves `latency` and `keyed`), [`reconnect`] (a storm
-//! after a gateway dies) and [`catchup`] (one client far behind) measure the gateway, with the
+//! after a gateway dies), [`catchup`] (one client far behind) and [`hostile`] (clients that
+//! never read, on large events) measure the gateway, with the
 //! help of [`rig`] (broker, ingest and gateways as separate processes; the fleet of subscriber
 //! processes), [`hold`] (the hidden `hold` subcommand those subscriber processes run),
 //! [`publish`] (the open-loop publisher, through ingest or straight to Kafka), [`sse_wire`]
@@ -32,6 +33,7 @@ mod catchup;
 mod cli;
 mod fanout;
 mod hold;
+mod hostile;
 mod idle;
 mod ingest;
 mod machine;
@@ -122,6 +124,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Keyed(args) => fanout::run(fanout::Shape::keyed(args.connections, args.rate), args.publish).await,
         Command::Reconnect(args) => reconnect::run(args).await,
         Command::Catchup(args) => catchup::run(args).await,
+        Command::Hostile(args) => hostile::run(args).await,
         Command::Hold(_) | Command::BaselineServer(_) | Command::Broker(_) | Command::Report(_) => {
             unreachable!("helpers and the report are dispatched in main")
         }
