@@ -12,10 +12,16 @@
 //!   one stream ([`Access`]).
 //! - [`token`]: where a token comes from (`Authorization: Bearer`, a cookie, `access_token`).
 //! - [`AuthMetrics`]: failures by reason.
+//!
+//! Inside: `keys` loads verification keys (files and JWKs) and pins each to the algorithms
+//! its type allows; `jwks` keeps the `--jwks-url` key set cached, refreshed, and refetched
+//! (rate-limited) on an unknown `kid`.
 
 pub mod args;
 pub mod error;
 pub mod grants;
+pub mod jwks;
+mod keys;
 pub mod metrics;
 pub mod token;
 pub mod verify;
@@ -25,4 +31,4 @@ pub use error::AuthError;
 pub use grants::{Access, Grants};
 pub use metrics::AuthMetrics;
 pub use token::{find_token, Token, TokenSource};
-pub use verify::{Authenticator, Principal};
+pub use verify::{Authenticator, Principal, MAX_TOKEN_BYTES};

@@ -31,6 +31,8 @@ impl AuthMetrics {
     }
 
     pub fn failed(&self, err: &AuthError) {
-        self.failures.get_or_create(&FailureLabel { reason: err.reason() }).inc();
+        self.failures
+            .get_or_create(&FailureLabel { reason: err.reason() })
+            .inc();
     }
 }

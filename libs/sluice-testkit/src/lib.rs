@@ -10,9 +10,12 @@
 //! - [`sse::SseStream`]: a real HTTP SSE client, parsing like a browser's `EventSource`.
 //! - [`wait::eventually`]: wait for a condition with a deadline — never a sleep.
 //! - [`browser::Browser`]: a real headless Chromium page, for the browser-facing tests.
+//! - [`auth`]: committed test-only keys, [`auth::TestToken`] to mint tokens, and
+//!   [`auth::JwksServer`], a local key set a test can rotate.
 //! - [`proxy::RoundRobinProxy`]: an ingress stand-in — round robin, no stickiness — that records
 //!   the requests passing through.
 
+pub mod auth;
 pub mod browser;
 pub mod kafka;
 pub mod process;

@@ -40,6 +40,7 @@ pub struct ExitedEarly {
 pub struct Child {
     child: tokio::process::Child,
     lines: Arc<Mutex<Vec<String>>>,
+    stderr_lines: Arc<Mutex<Vec<String>>>,
     /// Set when stdout closed: the process exited (or closed it), so no line will come.
     stdout_closed: Arc<std::sync::atomic::AtomicBool>,
     name: String,
@@ -49,34 +50,53 @@ impl Child {
     /// Starts binary `name` with `args`; stderr is inherited so its logs show in test output
     /// (level from `SLUICE_TEST_CHILD_LOG`, default `warn`).
     pub fn spawn(name: &str, args: &[String], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start(name, args, env, false)
+    }
+
+    /// Like [`Child::spawn`], but stderr (the logs) is collected for [`Child::stderr_lines`]
+    /// instead of shown: for tests that scan what a service logged.
+    pub fn spawn_capturing_stderr(name: &str, args: &[String], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start(name, args, env, true)
+    }
+
+    fn start(name: &str, args: &[String], env: &[(&str, &str)], capture_stderr: bool) -> anyhow::Result<Self> {
         let mut command = tokio::process::Command::new(binary(name));
         command
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .kill_on_drop(true);
         // Children log warnings only unless asked, so test output stays readable.
         let log = std::env::var("SLUICE_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into());
         command.env("SLUICE_LOG", log);
+        // The services refuse to start without a token key or --allow-anonymous; tests run
+        // them open unless they pass their own SLUICE_ALLOW_ANONYMOUS (or keys) in `env`.
+        command.env("SLUICE_ALLOW_ANONYMOUS", "true");
         for (key, value) in env {
             command.env(key, value);
         }
         let mut child = command.spawn()?;
         let stdout = child.stdout.take().expect("piped stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
         let stdout_closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let closed = stdout_closed.clone();
+        let sink = lines.clone();
         tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-            }
+            collect_lines(stdout, sink).await;
             closed.store(true, std::sync::atomic::Ordering::SeqCst);
         });
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(collect_lines(stderr, stderr_lines.clone()));
+        }
         Ok(Self {
             child,
             lines,
+            stderr_lines,
             stdout_closed,
             name: name.to_owned(),
         })
@@ -85,6 +105,16 @@ impl Child {
     /// The process id while it runs (tests read its `/proc` entries).
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// Every stdout line so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Every stderr line so far (empty unless started with [`Child::spawn_capturing_stderr`]).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr_lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Waits for a stdout line starting with `prefix` and returns the rest of it. Fails at once
@@ -124,6 +154,21 @@ impl Child {
             .await
             .map_err(|_| anyhow::anyhow!("{} did not exit within {timeout:?}", self.name))??;
         Ok(status.code())
+    }
+}
+
+/// Reads `pipe` line by line into `sink` until it closes. Bytes that are not UTF-8 are kept
+/// (lossily), so a scan of the output sees everything the process wrote.
+async fn collect_lines(pipe: impl tokio::io::AsyncRead + Unpin, sink: Arc<Mutex<Vec<String>>>) {
+    let mut reader = BufReader::new(pipe);
+    let mut line = Vec::new();
+    while let Ok(n) = reader.read_until(b'\n', &mut line).await {
+        if n == 0 {
+            break;
+        }
+        let text = String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).to_owned();
+        sink.lock().unwrap_or_else(|e| e.into_inner()).push(text);
+        line.clear();
     }
 }
 

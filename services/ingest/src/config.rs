@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sluice_auth::{AuthArgs, Authenticator};
 use sluice_kafka::{KafkaArgs, ProducerSettings, StreamArgs, StreamCatalog};
 use sluice_runtime::cli::parse_duration;
 use sluice_runtime::cors::{CorsArgs, CorsPolicy};
@@ -58,6 +59,10 @@ pub struct IngestConfig {
 
     #[command(flatten)]
     pub cors: CorsArgs,
+
+    /// Who may publish: a token's `sluice.publish` grants, from `Authorization: Bearer`.
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -133,6 +138,7 @@ impl IngestConfig {
             workers: 0,
             max_connections: 25_000,
             cors: CorsArgs::default(),
+            auth: AuthArgs::anonymous(),
             log: LogArgs {
                 format: sluice_runtime::logging::LogFormat::Human,
                 filter: "info".into(),
@@ -164,6 +170,8 @@ impl IngestConfig {
         if self.linger >= self.produce_timeout {
             return Err("--linger must be shorter than --produce-timeout".into());
         }
+        // Reads the key files, so a missing or bad one stops the service here, with exit 64.
+        Authenticator::new(&self.auth)?;
         Ok(catalog)
     }
 
@@ -185,7 +193,8 @@ mod tests {
 
     #[test]
     fn every_flag_parses_and_defaults_validate() {
-        let config = IngestConfig::try_parse_from(["sluice-ingest", "--kafka-brokers", "k:9092"]).unwrap();
+        let config =
+            IngestConfig::try_parse_from(["sluice-ingest", "--kafka-brokers", "k:9092", "--allow-anonymous"]).unwrap();
         config.validate().unwrap();
         assert_eq!(config.listen.port(), 8090);
         assert_eq!(config.admin_listen.port(), 9090);
@@ -194,7 +203,7 @@ mod tests {
     #[test]
     fn rejects_zero_limits_and_bad_timeouts() {
         let parse = |extra: &[&str]| {
-            let mut args = vec!["sluice-ingest", "--kafka-brokers", "k:9092"];
+            let mut args = vec!["sluice-ingest", "--kafka-brokers", "k:9092", "--allow-anonymous"];
             args.extend_from_slice(extra);
             IngestConfig::try_parse_from(args).unwrap().validate()
         };
@@ -206,6 +215,25 @@ mod tests {
             .contains("--produce-timeout"));
         assert!(parse(&["--kafka-config", "acks=1"]).unwrap_err().contains("acks=…"));
         assert!(parse(&["--streams", "a/b"]).unwrap_err().contains("--streams"));
+    }
+
+    #[test]
+    fn refuses_to_start_without_a_key_or_allow_anonymous() {
+        let config = IngestConfig::try_parse_from(["sluice-ingest", "--kafka-brokers", "k:9092"]).unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(
+            err.contains("--allow-anonymous") && err.contains("--jwt-hmac-secret-file"),
+            "{err}"
+        );
+        let config = IngestConfig::try_parse_from([
+            "sluice-ingest",
+            "--kafka-brokers",
+            "k:9092",
+            "--jwt-hmac-secret-file",
+            "/nonexistent/secret",
+        ])
+        .unwrap();
+        assert!(config.validate().unwrap_err().contains("--jwt-hmac-secret-file"));
     }
 
     #[test]

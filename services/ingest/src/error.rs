@@ -33,6 +33,9 @@ pub enum IngestError {
     Body(String),
     #[error("Kafka cannot take events now: {0}")]
     KafkaUnavailable(#[source] sluice_kafka::KafkaError),
+    /// `401` or `403`: answered exactly as the auth crate maps it (`WWW-Authenticate` included).
+    #[error(transparent)]
+    Auth(#[from] sluice_auth::AuthError),
 }
 
 impl IngestError {
@@ -58,6 +61,7 @@ impl IngestError {
             IngestError::AtEvent { source, .. } => source.code(),
             IngestError::Body(_) => "invalid_body",
             IngestError::KafkaUnavailable(_) => "kafka_unavailable",
+            IngestError::Auth(e) => e.code(),
         }
     }
 }
@@ -85,10 +89,14 @@ impl ResponseError for IngestError {
             | IngestError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::AtEvent { source, .. } => source.status_code(),
             IngestError::KafkaUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Auth(e) => e.status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let IngestError::Auth(e) = self {
+            return e.error_response();
+        }
         let mut response = sluice_runtime::error::error_response(self.status_code(), self.code(), &self.to_string());
         if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
             response

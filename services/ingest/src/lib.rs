@@ -4,12 +4,17 @@
 //! answers `2xx` only after Kafka acknowledged every event (idempotent producer, `acks=all`).
 //! The flow of one request:
 //!
-//! 1. [`StreamCatalog`] maps the stream name to a topic, or refuses it (400/404).
-//! 2. The body is read up to `--max-body-bytes` (413) and [`event::parse_body`] validates every
+//! 1. The `Authorization: Bearer` token becomes a principal ([`sluice_auth`]), or the request
+//!    is refused before its body is read: `401` (no or bad token, unless `--allow-anonymous`),
+//!    `403` when the stream is not in the token's `publish` grants.
+//! 2. [`StreamCatalog`] maps the stream name to a topic, or refuses it (400/404).
+//! 3. The body is read up to `--max-body-bytes` (413) and [`event::parse_body`] validates every
 //!    event (400/413/415) — nothing is produced unless the whole request is valid.
-//! 3. [`topics::TopicCache`] confirms the topic exists (404), without a metadata round trip per
+//! 4. A publisher limited to keys may write only those: one event with another key (or none)
+//!    refuses the whole request with `403`, so nothing is written.
+//! 5. [`topics::TopicCache`] confirms the topic exists (404), without a metadata round trip per
 //!    request.
-//! 4. [`publish::publish`] enqueues all records in request order, then awaits every
+//! 6. [`publish::publish`] enqueues all records in request order, then awaits every
 //!    acknowledgement. If Kafka fails some, the answer (503 + `Retry-After`) lists per event
 //!    which were written and which were not.
 //!
@@ -34,6 +39,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use futures::StreamExt as _;
 use prometheus_client::registry::Registry;
 use rand::Rng as _;
+use sluice_auth::{Access, AuthError, Authenticator};
 use sluice_kafka::{Producer, StreamCatalog};
 use sluice_runtime::{AdminServer, CancellationToken, Readiness};
 
@@ -91,6 +97,7 @@ pub struct AppState {
     pub topics: topics::TopicCache,
     pub limits: config::Limits,
     pub metrics: IngestMetrics,
+    pub auth: Arc<Authenticator>,
 }
 
 /// Serves the events API on `listener` and the admin endpoints on `admin_listener` until
@@ -102,6 +109,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let catalog = config.validate().map_err(RunError::Config)?;
+    let auth = Arc::new(Authenticator::new(&config.auth).map_err(RunError::Config)?);
     let producer = Producer::new(&config.kafka, config.producer_settings())?;
     let mut registry = Registry::default();
     let metrics = IngestMetrics::register(&mut registry);
@@ -115,8 +123,11 @@ pub async fn run(
         topics: topics::TopicCache::new(producer.clone(), metadata_timeout),
         limits: config.limits.clone(),
         metrics,
+        auth: auth.clone(),
     });
     let stop_watching = CancellationToken::new();
+    auth.prime().await;
+    auth.start(stop_watching.clone());
     let (check_producer, watcher, stop) = (producer.clone(), readiness.clone(), stop_watching.clone());
     tokio::spawn(async move {
         let check = || async { check_producer.cluster_metadata(metadata_timeout).await.map(|_| ()) };
@@ -210,6 +221,7 @@ async fn publish_events(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, IngestError> {
     let stream = stream.into_inner();
+    let access = authorize(&request, &stream, &state).await?;
     let topic = state.catalog.topic_for(&stream)?;
     let content_type = request.headers().get("content-type").and_then(|v| v.to_str().ok());
     let format = BodyFormat::from_content_type(content_type)?;
@@ -235,6 +247,9 @@ async fn publish_events(
     }
 
     let events = event::parse_body(&body, format, &state.limits)?;
+    if let Access::Keys(granted) = &access {
+        check_keys(&events, granted, &stream).inspect_err(|e| state.metrics.auth.failed(e))?;
+    }
     state.topics.ensure_exists(&stream, &topic).await?;
     let traceparent = trace::traceparent(request.headers().get("traceparent").and_then(|v| v.to_str().ok()));
 
@@ -242,6 +257,42 @@ async fn publish_events(
     let outcome = publish::publish(&state.producer, &topic, events, &traceparent).await;
     state.metrics.produce_latency.observe(started.elapsed().as_secs_f64());
     Ok(outcome.into_response(&stream, &state.metrics))
+}
+
+/// Who may publish to `stream`: the `Authorization: Bearer` token's principal (ingest reads no
+/// cookie and no query token), its `publish` grant for the stream, or the refusal, counted by
+/// reason. Runs before the body is read, so a refused request costs no body bytes.
+async fn authorize(request: &HttpRequest, stream: &str, state: &AppState) -> Result<Access, AuthError> {
+    let result = async {
+        let token = sluice_auth::find_token(request.headers(), None, None)?;
+        let principal = state
+            .auth
+            .authenticate(token.as_ref().map(|t| t.value.as_str()))
+            .await?;
+        principal
+            .publish
+            .access(stream)
+            .ok_or_else(|| AuthError::Forbidden(format!("this token may not publish to stream {stream:?}")))
+    }
+    .await;
+    result.inspect_err(|e| state.metrics.auth.failed(e))
+}
+
+/// A key-limited publisher: every event must carry one of its keys, or nothing is written.
+fn check_keys(
+    events: &[event::Event],
+    granted: &std::collections::BTreeSet<String>,
+    stream: &str,
+) -> Result<(), AuthError> {
+    match events
+        .iter()
+        .position(|e| e.key.as_ref().is_none_or(|k| !granted.contains(k)))
+    {
+        Some(index) => Err(AuthError::Forbidden(format!(
+            "event {index}: this token may publish to stream {stream:?} only with its granted keys"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// `Retry-After` for 503s: 1–5 s, jittered so refused clients do not return in lockstep.

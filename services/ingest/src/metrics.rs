@@ -31,6 +31,8 @@ pub struct IngestMetrics {
     pub events_produced: Family<StreamLabel, Counter>,
     pub events_failed: Family<FailureLabel, Counter>,
     pub produce_latency: Histogram,
+    /// `sluice_ingest_auth_failures_total{reason}`.
+    pub auth: sluice_auth::AuthMetrics,
 }
 
 impl IngestMetrics {
@@ -43,8 +45,13 @@ impl IngestMetrics {
             events_failed: Family::default(),
             // 0.5 ms … ~16 s
             produce_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            auth: sluice_auth::AuthMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice_ingest");
+        let metrics = Self {
+            auth: sluice_auth::AuthMetrics::register(r),
+            ..metrics
+        };
         r.register(
             "requests",
             "HTTP requests answered, by status",
