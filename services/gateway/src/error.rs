@@ -44,6 +44,15 @@ impl GatewayError {
             GatewayError::TooManyForSubject => "too_many_connections",
         }
     }
+
+    /// The `reason` of `sluice_gateway_connections_rejected_total`: the code, except that one
+    /// subject at its own limit is told apart from a full pod (which alerts).
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            GatewayError::TooManyForSubject => "subject_limit",
+            other => other.code(),
+        }
+    }
 }
 
 impl From<StreamError> for GatewayError {

@@ -136,6 +136,7 @@ pub async fn run(
     let metrics = GatewayMetrics::register(&mut registry);
     let auth_metrics = sluice_auth::AuthMetrics::register(registry.sub_registry_with_prefix("sluice_gateway"));
     let authenticator = Arc::new(sluice_auth::Authenticator::new(&config.auth).map_err(RunError::Config)?);
+    authenticator.prime().await;
     let cors_policy = CorsPolicy::new(&config.cors).map_err(RunError::Config)?;
     let gate = access::Gatekeeper::new(
         authenticator.clone(),
@@ -288,7 +289,9 @@ async fn stream_events(
         state
             .metrics
             .connections_rejected
-            .get_or_create(&ReasonLabel { reason: err.code() })
+            .get_or_create(&ReasonLabel {
+                reason: err.metric_reason(),
+            })
             .inc();
     }
     result
