@@ -6,7 +6,11 @@
 //! services accept cross-origin browser requests from any origin, and a sample `ticker` stream
 //! is published (see [`ticker`]). `--broker-only` runs just the broker. Data is lost when it
 //! exits.
+//!
+//! Access control is off by default (`--allow-anonymous` for both services); `--auth` turns it
+//! on with a secret made up at start and prints tokens to paste (see [`auth`]).
 
+mod auth;
 mod ticker;
 
 use std::net::SocketAddr;
@@ -14,6 +18,7 @@ use std::net::SocketAddr;
 use clap::Parser;
 use std::time::Duration;
 
+use sluice_auth::AuthArgs;
 use sluice_gateway::demo::DemoSettings;
 use sluice_gateway::GatewayConfig;
 use sluice_ingest::IngestConfig;
@@ -63,6 +68,11 @@ struct DevConfig {
     #[arg(long, env = "SLUICE_DEV_TICKER_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     ticker_interval: Duration,
 
+    /// Turn access control on: a random HMAC secret signs tokens, both services require them,
+    /// and ready-to-paste tokens (read all, read one key, publish) are printed.
+    #[arg(long, env = "SLUICE_DEV_AUTH")]
+    auth: bool,
+
     #[command(flatten)]
     log: LogArgs,
 }
@@ -94,7 +104,23 @@ async fn main() {
     let open_cors = CorsArgs {
         allow_origins: vec!["*".into()],
     };
+    let dev_auth = config.auth.then(|| {
+        auth::DevAuth::generate().unwrap_or_else(|e| {
+            eprintln!("sluice-dev: cannot write the token secret: {e}");
+            std::process::exit(1)
+        })
+    });
+    let auth_args = match &dev_auth {
+        Some(dev) => AuthArgs {
+            jwt_hmac_secret_file: Some(dev.secret_file.clone()),
+            allow_anonymous: false,
+            ..AuthArgs::anonymous()
+        },
+        None => AuthArgs::anonymous(),
+    };
+    let tokens = dev_auth.as_ref().map(auth::DevAuth::tokens);
     let mut ingest = IngestConfig::for_brokers(&bootstrap);
+    ingest.auth = auth_args.clone();
     ingest.listen = config.ingest_listen;
     ingest.admin_listen = config.ingest_admin_listen;
     ingest.log = config.log.clone();
@@ -130,6 +156,7 @@ async fn main() {
         stream: config.ticker_stream.clone(),
         ingest_url: Some(format!("http://{ingest_addr}")),
         gateways: gateway_urls.clone(),
+        token: tokens.as_ref().map(|t| t.demo.clone()),
     };
     for (i, (listener, admin)) in gateways.into_iter().enumerate() {
         let mut gateway = GatewayConfig::for_brokers(&bootstrap);
@@ -140,6 +167,7 @@ async fn main() {
         gateway.cors = open_cors.clone();
         gateway.demo_page = true;
         gateway.demo = demo.clone();
+        gateway.auth = auth_args.clone();
         // The embedded broker answers an empty fetch only after the full wait, even when data
         // arrives meanwhile; a short wait keeps the dev stack's latency low.
         gateway.kafka.config.push("fetch.wait.max.ms=5".into());
@@ -167,7 +195,10 @@ async fn main() {
             Err(err) => eprintln!("sluice-dev: the sample ticker is off: {err}"),
         }
     }
-    print_examples(&ingest_addr.to_string(), &gateway_urls, &config.ticker_stream);
+    match &tokens {
+        Some(tokens) => print_auth_examples(&ingest_addr.to_string(), &gateway_urls, tokens),
+        None => print_examples(&ingest_addr.to_string(), &gateway_urls, &config.ticker_stream),
+    }
 
     let mut failed = false;
     while let Some(result) = services.join_next().await {
@@ -178,6 +209,7 @@ async fn main() {
         }
     }
     drop(broker);
+    drop(dev_auth);
     if failed {
         std::process::exit(1);
     }
@@ -224,5 +256,47 @@ Only some keys or types:
   curl -N '{gateway}/v1/streams/demo?from=earliest&key=user-1&type=greeting'
 
 Press Ctrl-C to stop."#
+    );
+}
+
+fn print_auth_examples(ingest: &str, gateways: &[String], tokens: &auth::DevTokens) {
+    let gateway = gateways.first().map_or("http://127.0.0.1:8080", String::as_str);
+    // Machine-readable, like the URLs above: scripts and tests pick these up.
+    println!("TOKEN_SUBSCRIBE={}", tokens.subscribe);
+    println!("TOKEN_SUBSCRIBE_USER_1={}", tokens.subscribe_user_1);
+    println!("TOKEN_PUBLISH={}", tokens.publish);
+    println!(
+        r#"
+Sluice dev stack is up WITH ACCESS CONTROL (tokens signed by a secret made up for this run; they
+live 12 hours). Paste these into your shell:
+
+  export TOKEN_SUBSCRIBE={subscribe}
+  export TOKEN_SUBSCRIBE_USER_1={user_1}
+  export TOKEN_PUBLISH={publish}
+
+Open the demo page (it carries a token of its own):
+  {gateway}/
+
+Without a token, a request is refused (401):
+  curl -i '{gateway}/v1/streams/demo'
+
+Watch every event of `demo` (a token that may read every stream):
+  curl -N -H "Authorization: Bearer $TOKEN_SUBSCRIBE" '{gateway}/v1/streams/demo?from=earliest'
+
+Watch as user-1, whose token grants only key `user-1` of `demo`: it sees only that key, without
+asking for it (asking for another key is 403):
+  curl -N -H "Authorization: Bearer $TOKEN_SUBSCRIBE_USER_1" '{gateway}/v1/streams/demo?from=earliest'
+
+Publish one event for user-1 and one for user-2:
+  curl -s -X POST http://{ingest}/v1/streams/demo/events \
+       -H "Authorization: Bearer $TOKEN_PUBLISH" -H 'Content-Type: application/json' \
+       -d '[{{"key":"user-1","data":{{"hello":"user-1"}}}},{{"key":"user-2","data":{{"hello":"user-2"}}}}]'
+
+Browsers' EventSource cannot set headers: use ?access_token=<token> or the `sluice_token` cookie.
+
+Press Ctrl-C to stop."#,
+        subscribe = tokens.subscribe,
+        user_1 = tokens.subscribe_user_1,
+        publish = tokens.publish,
     );
 }

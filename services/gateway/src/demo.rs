@@ -24,6 +24,9 @@ pub struct DemoSettings {
     pub ingest_url: Option<String>,
     /// Gateways the "switch gateway" button cycles through; unset: only the page's own.
     pub gateways: Vec<String>,
+    /// A token the page streams and publishes with, when access control is on (the dev stack's
+    /// `--auth` puts one here; never a production gateway, which serves no demo page).
+    pub token: Option<String>,
 }
 
 impl Default for DemoSettings {
@@ -32,6 +35,7 @@ impl Default for DemoSettings {
             stream: "ticker".to_owned(),
             ingest_url: None,
             gateways: Vec::new(),
+            token: None,
         }
     }
 }
@@ -65,6 +69,7 @@ mod tests {
             stream: "s</script><script>alert(1)//".to_owned(),
             ingest_url: Some("http://127.0.0.1:8090".to_owned()),
             gateways: vec!["http://127.0.0.1:8080".to_owned()],
+            token: None,
         };
         let page = settings.render();
         assert!(!page.contains(SETTINGS_SLOT));
