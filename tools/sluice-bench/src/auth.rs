@@ -128,15 +128,19 @@ impl Auth {
         }
     }
 
-    /// Environment for every service: the key's `SLUICE_*` twin, or anonymous access.
+    /// Environment for every service: the key's `SLUICE_*` twin, or anonymous access. With a
+    /// key, anonymous access is switched off explicitly: `Service::spawn` turns it on for every
+    /// service unless told otherwise.
     pub fn service_env(&self) -> Vec<(&'static str, String)> {
-        match (&self.signer, self.mode) {
-            (Some(signer), AuthMode::Hs256) => {
-                vec![("SLUICE_JWT_HMAC_SECRET_FILE", signer.verify_file.display().to_string())]
-            }
-            (Some(signer), _) => vec![("SLUICE_JWT_PUBLIC_KEY_FILE", signer.verify_file.display().to_string())],
-            (None, _) => vec![("SLUICE_ALLOW_ANONYMOUS", "true".to_owned())],
-        }
+        let (name, file) = match (&self.signer, self.mode) {
+            (Some(signer), AuthMode::Hs256) => ("SLUICE_JWT_HMAC_SECRET_FILE", &signer.verify_file),
+            (Some(signer), _) => ("SLUICE_JWT_PUBLIC_KEY_FILE", &signer.verify_file),
+            (None, _) => return vec![("SLUICE_ALLOW_ANONYMOUS", "true".to_owned())],
+        };
+        vec![
+            ("SLUICE_ALLOW_ANONYMOUS", "false".to_owned()),
+            (name, file.display().to_string()),
+        ]
     }
 
     /// Default headers for the bench's own HTTP clients: a token that may subscribe and publish.
@@ -346,7 +350,10 @@ mod tests {
         assert_eq!(claims["sub"], "bench-0");
         assert_eq!(
             auth.service_env(),
-            [("SLUICE_JWT_PUBLIC_KEY_FILE", auth.gateway_args()[1].clone())]
+            [
+                ("SLUICE_ALLOW_ANONYMOUS", "false".to_owned()),
+                ("SLUICE_JWT_PUBLIC_KEY_FILE", auth.gateway_args()[1].clone())
+            ]
         );
     }
 
