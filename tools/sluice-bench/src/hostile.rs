@@ -106,13 +106,17 @@ async fn run_inner(args: HostileArgs) -> anyhow::Result<()> {
         args.rig.server == ServerKind::Gateway,
         "the hostile scenario measures the gateway; it has no baseline form"
     );
+    anyhow::ensure!(
+        args.rig.auth == crate::auth::AuthMode::None,
+        "the hostile scenario's stalled clients send no token: run it with --auth none"
+    );
     let start = RunStart::now();
     let mut rig = Rig::start(&args.rig, args.stalled + args.subscribers + 100).await?;
     rig.create_stream().await?;
     rig.preflight_subscribe("").await?;
 
     let mut plan = FleetPlan::new(
-        rig.server_addrs(),
+        &rig,
         rig.stream_path(""),
         args.subscribers,
         &args.clients,
