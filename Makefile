@@ -162,6 +162,40 @@ bench-keyed: bench-build ## Keyed: 10,000 connections each on its own key, 5,000
 bench-reconnect: bench-build ## Reconnect storm: 10,000 clients on gateway A, A SIGKILLed, all resume on B with Last-Event-ID
 	$(BENCH) reconnect --json $(BENCH_DIR)/reconnect.json $(ARGS)
 
+# Access control's cost (issue 10): the same scenarios with --auth none, hs256 and rs256; each
+# mode's JSON goes to target/bench/auth/<scenario>-<mode>.json. Sizes through ARGS, e.g.
+# make bench-idle-auth ARGS="--connections 5000 --hold 30s".
+BENCH_AUTH_DIR := $(BENCH_DIR)/auth
+
+.PHONY: bench-idle-auth
+bench-idle-auth: bench-build ## Idle memory per connection and idle CPU with --auth none, hs256 and rs256 (a token per connection)
+	@mkdir -p $(BENCH_AUTH_DIR)
+	@for mode in none hs256 rs256; do \
+	  $(BENCH) idle --auth $$mode --json $(BENCH_AUTH_DIR)/idle-$$mode.json $(ARGS) || exit 1; \
+	done
+
+.PHONY: bench-fanout-auth
+bench-fanout-auth: bench-build ## Fan-out CPU per 1M deliveries with --auth none, hs256 and rs256
+	@mkdir -p $(BENCH_AUTH_DIR)
+	@for mode in none hs256 rs256; do \
+	  $(BENCH) fanout --auth $$mode --json $(BENCH_AUTH_DIR)/fanout-$$mode.json $(ARGS) || exit 1; \
+	done
+
+.PHONY: bench-reconnect-auth
+bench-reconnect-auth: bench-build ## Reconnect storm without auth, then with RS256 tokens sent on every reconnect
+	@mkdir -p $(BENCH_AUTH_DIR)
+	@for mode in none rs256; do \
+	  $(BENCH) reconnect --auth $$mode --json $(BENCH_AUTH_DIR)/reconnect-$$mode.json $(ARGS) || exit 1; \
+	done
+
+.PHONY: bench-auth-verify
+bench-auth-verify: ## µs per token verification through sluice-auth, by algorithm (HS256, RS256, ES256, EdDSA)
+	$(CARGO) run --release -p sluice-auth --example verify_bench
+
+.PHONY: bench-auth
+bench-auth: bench-auth-verify bench-idle-auth bench-fanout-auth bench-reconnect-auth ## Every access-control comparison above
+	@echo "results: $(BENCH_AUTH_DIR)/*.json"
+
 .PHONY: bench-catchup
 bench-catchup: bench-build ## Catch-up: one client resuming 1,000,000 events behind (backlog straight to Kafka): events/s until live
 	$(BENCH) catchup --publish-via kafka --json $(BENCH_DIR)/catchup.json $(ARGS)

@@ -10,12 +10,18 @@
 //!    publish form goes through ingest, and event content is shown as text, never as HTML.
 //!    Its screenshot is saved under `target/browser/` (a CI artifact).
 //! 3. `examples/browser/index.html` resumes after a reload from the cursor it stored.
+//! 4. Access control: a page gets a token as a cookie from a tiny token endpoint the test
+//!    serves on two origins. Its `EventSource` (`withCredentials`) streams from the origin in
+//!    `--allow-origins` and is refused by the gateway (403, counted) from the other. A token that
+//!    expires while the page streams ends the stream with `sluice.reauth`; the page fetches a new
+//!    token and resumes with `lastEventId`, missing nothing published meanwhile.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sluice_testkit::auth::{TestKey, TestToken};
 use sluice_testkit::browser::{workspace_root, Browser};
-use sluice_testkit::process::{DevStack, ProcessSignal, ServiceProcess};
+use sluice_testkit::process::{free_local_addr, wait_ready, Child, DevStack, ProcessSignal, ServiceProcess};
 use sluice_testkit::proxy::RoundRobinProxy;
 use sluice_testkit::TestKafka;
 
@@ -261,4 +267,209 @@ async fn browser_example_resumes_after_a_reload_from_its_stored_cursor() {
     assert_eq!(browser.eval(seqs).await.unwrap(), json!([5, 6, 7]));
     assert_eq!(browser.page_errors().await.unwrap(), Vec::<String>::new());
     browser.quit().await.unwrap();
+}
+
+/// The page of the access-control tests, served by [`TokenSite`]: it fetches a token cookie
+/// from `/token?ttl=…`, then reads `stream` from `gateway` with a credentialed `EventSource`;
+/// on `sluice.reauth` it closes the stream and waits for the test to call `resume()`, which
+/// fetches a fresh token and reopens at the last id with `lastEventId`.
+const AUTH_PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>sluice auth</title><script>
+const params = new URLSearchParams(location.search);
+const auth = window.auth = { received: [], reauths: 0, reason: null, errors: 0, state: null, lastId: null };
+function open(lastId) {
+  let url = `${params.get("gateway")}/v1/streams/${params.get("stream")}?from=earliest`;
+  if (lastId) url += `&lastEventId=${encodeURIComponent(lastId)}`;
+  const es = new EventSource(url, { withCredentials: true });
+  es.addEventListener("test", (e) => { auth.received.push(JSON.parse(e.data).seq); auth.lastId = e.lastEventId; });
+  es.addEventListener("sluice.reauth", (e) => {
+    es.close();
+    auth.reauths += 1;
+    auth.reason = JSON.parse(e.data).reason;
+    auth.lastId = e.lastEventId;
+  });
+  es.onerror = () => { auth.errors += 1; auth.state = es.readyState; };
+}
+window.resume = async () => { await fetch("/token?ttl=3600"); open(auth.lastId); };
+fetch(`/token?ttl=${params.get("ttl")}`).then(() => open(null));
+</script>"#;
+
+/// The test's web site on two loopback origins: `/` serves [`AUTH_PAGE`], `/token?ttl=SECS`
+/// sets a `sluice_token` cookie granting `stream` (HS256, the test secret).
+struct TokenSite {
+    origins: [String; 2],
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TokenSite {
+    fn start(stream: &str) -> Self {
+        let listeners = [(); 2].map(|()| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        let origins = [0, 1].map(|i| format!("http://{}", listeners[i].local_addr().unwrap()));
+        let stream = stream.to_owned();
+        let mut server = actix_web::HttpServer::new(move || {
+            let stream = stream.clone();
+            actix_web::App::new()
+                .route(
+                    "/",
+                    actix_web::web::get()
+                        .to(|| async { actix_web::HttpResponse::Ok().content_type("text/html").body(AUTH_PAGE) }),
+                )
+                .route(
+                    "/token",
+                    actix_web::web::get().to(move |query: actix_web::web::Query<TokenQuery>| {
+                        let token = TestToken::new(TestKey::Hmac)
+                            .subject("browser")
+                            .subscribe(json!([stream]))
+                            .expires_in(query.ttl)
+                            .mint();
+                        async move {
+                            actix_web::HttpResponse::Ok()
+                                .insert_header(("set-cookie", format!("sluice_token={token}; Path=/; SameSite=Lax")))
+                                .body("ok")
+                        }
+                    }),
+                )
+        })
+        .workers(1)
+        .disable_signals();
+        for listener in listeners {
+            server = server.listen(listener).unwrap();
+        }
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self { origins, handle }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    ttl: i64,
+}
+
+/// Kafka, ingest (open, to publish) and one gateway process that verifies the test secret and
+/// allows only the first origin of `site`.
+struct AuthStack {
+    topic: String,
+    ingest_url: String,
+    gateway_url: String,
+    admin: std::net::SocketAddr,
+    site: TokenSite,
+    // Dropped in this order: the services before the broker they read.
+    _ingest: ServiceProcess,
+    _gateway: Child,
+    _kafka: TestKafka,
+}
+
+impl AuthStack {
+    async fn start(topic_prefix: &str) -> Self {
+        let kafka = TestKafka::start().await.unwrap();
+        let topic = kafka.unique_topic(topic_prefix);
+        kafka.create_topic(&topic, 1).await.unwrap();
+        let brokers = kafka.bootstrap_servers().to_owned();
+        let ingest = ServiceProcess::start("sluice-ingest", &brokers, &[], WAIT)
+            .await
+            .unwrap();
+        let site = TokenSite::start(&topic);
+        let (listen, admin) = (free_local_addr(), free_local_addr());
+        let args = [
+            format!("--listen={listen}"),
+            format!("--admin-listen={admin}"),
+            format!("--kafka-brokers={brokers}"),
+            format!("--jwt-hmac-secret-file={}", TestKey::Hmac.verify_file().display()),
+            format!("--allow-origins={}", site.origins[0]),
+        ];
+        let gateway = Child::spawn("sluice-gateway", &args, &[("SLUICE_ALLOW_ANONYMOUS", "false")]).unwrap();
+        wait_ready(admin, WAIT).await.unwrap();
+        Self {
+            ingest_url: format!("http://{}", ingest.listen),
+            gateway_url: format!("http://{listen}"),
+            _kafka: kafka,
+            _ingest: ingest,
+            _gateway: gateway,
+            topic,
+            admin,
+            site,
+        }
+    }
+
+    fn page(&self, origin: usize, ttl: u64) -> String {
+        format!(
+            "{}/?gateway={}&stream={}&ttl={ttl}",
+            self.site.origins[origin], self.gateway_url, self.topic
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_event_source_streams_from_an_allowed_origin_and_is_refused_from_another() {
+    let stack = AuthStack::start("browser-cookie").await;
+    publish(&stack.ingest_url, &stack.topic, 0..5).await;
+    let mut browser = Browser::launch().await.unwrap();
+
+    browser.open(&stack.page(1, 3600)).await.unwrap();
+    browser
+        .wait_for("window.auth.state === EventSource.CLOSED", WAIT)
+        .await
+        .unwrap();
+    let metrics = reqwest::get(format!("http://{}/metrics", stack.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sluice_gateway_auth_failures_total{reason=\"forbidden\"} 1"),
+        "the gateway itself refused the foreign origin's cookie, not only the browser: {metrics}"
+    );
+    assert_eq!(browser.eval("window.auth.received").await.unwrap(), json!([]));
+
+    browser.open(&stack.page(0, 3600)).await.unwrap();
+    browser
+        .wait_for("window.auth.received.length >= 5", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        browser.eval("window.auth.received").await.unwrap(),
+        json!([0, 1, 2, 3, 4])
+    );
+    assert_eq!(browser.page_errors().await.unwrap(), Vec::<String>::new());
+    browser.quit().await.unwrap();
+    stack.site.handle.stop(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_token_expires_reauthenticates_and_resumes_missing_nothing() {
+    let stack = AuthStack::start("browser-reauth").await;
+    publish(&stack.ingest_url, &stack.topic, 0..10).await;
+    let mut browser = Browser::launch().await.unwrap();
+    browser.open(&stack.page(0, 6)).await.unwrap();
+    browser
+        .wait_for("window.auth.received.length >= 10", WAIT)
+        .await
+        .unwrap();
+    browser.wait_for("window.auth.reauths === 1", WAIT).await.unwrap();
+    assert_eq!(
+        browser.eval("window.auth.reason").await.unwrap(),
+        json!("token_expiring")
+    );
+
+    // Published while the page holds no stream: it must get exactly these on resuming.
+    publish(&stack.ingest_url, &stack.topic, 10..20).await;
+    browser.eval("window.resume()").await.unwrap();
+    browser
+        .wait_for("window.auth.received.length >= 20", WAIT)
+        .await
+        .unwrap();
+    publish(&stack.ingest_url, &stack.topic, 20..21).await;
+    browser
+        .wait_for("window.auth.received.length >= 21", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        browser.eval("window.auth.received").await.unwrap(),
+        json!((0..21).collect::<Vec<u64>>())
+    );
+    assert_eq!(browser.page_errors().await.unwrap(), Vec::<String>::new());
+    browser.quit().await.unwrap();
+    stack.site.handle.stop(false).await;
 }

@@ -152,6 +152,7 @@ fn invalid_configuration_exits_64_with_one_line_naming_the_problem() {
         let output = std::process::Command::new(binary(bin))
             .args(args)
             .env_remove("SLUICE_KAFKA_BROKERS")
+            .env("SLUICE_ALLOW_ANONYMOUS", "true")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -165,6 +166,29 @@ fn invalid_configuration_exits_64_with_one_line_naming_the_problem() {
             stderr.contains(needle),
             "{bin} {args:?}: {stderr:?} should name {needle}"
         );
+    }
+}
+
+#[test]
+fn a_service_without_a_token_key_or_allow_anonymous_exits_64_naming_the_flags() {
+    let output = std::process::Command::new(binary("sluice-ingest"))
+        .args(["--kafka-brokers=k:9092"])
+        .env_remove("SLUICE_ALLOW_ANONYMOUS")
+        .env_remove("SLUICE_JWT_HMAC_SECRET_FILE")
+        .env_remove("SLUICE_JWT_PUBLIC_KEY_FILE")
+        .env_remove("SLUICE_JWKS_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
+    for flag in [
+        "--jwt-hmac-secret-file",
+        "--jwt-public-key-file",
+        "--jwks-url",
+        "--allow-anonymous",
+    ] {
+        assert!(stderr.contains(flag), "{stderr:?} should name {flag}");
     }
 }
 

@@ -66,8 +66,7 @@ impl DevAuth {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
         let claims = json!({"sub": subject, "exp": exp, "sluice": grants});
-        // jsonwebtoken 12 checks the secret when the key is made; the dev secret is random bytes.
-        let key = EncodingKey::from_secret(&self.secret).expect("the dev stack's HMAC secret is a valid key");
+        let key = EncodingKey::from_secret(&self.secret).expect("a 64-byte HMAC secret is a valid key");
         jsonwebtoken::encode(&Header::default(), &claims, &key).expect("HS256 signing of a JSON object cannot fail")
     }
 
@@ -103,7 +102,7 @@ mod tests {
     fn tokens_verify_with_the_written_secret_and_carry_their_grants() {
         let auth = DevAuth::generate().unwrap();
         let written = std::fs::read_to_string(&auth.secret_file).unwrap();
-        let key = jsonwebtoken::DecodingKey::from_secret(written.trim_end().as_bytes());
+        let key = jsonwebtoken::DecodingKey::from_secret(written.trim_end().as_bytes()).unwrap();
         let token = auth.tokens().subscribe_user_1;
         let data = jsonwebtoken::decode::<Value>(&token, &key, &jsonwebtoken::Validation::default()).unwrap();
         assert_eq!(data.claims["sub"], "user-1");

@@ -256,6 +256,23 @@ mod tests {
         assert_eq!(cursor_text(None, None).unwrap(), None);
     }
 
+    proptest::proptest! {
+        /// The fuzz target's property, on every `cargo test`: no input panics.
+        #[test]
+        fn no_query_since_or_cursor_header_panics(
+            query in "\\PC{0,80}",
+            near_rfc3339 in "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9é]{0,5})?[Zz+:0-9é-]{0,8}",
+            header in proptest::collection::vec(proptest::num::u8::ANY, 0..48),
+        ) {
+            let _ = parse_query(&query);
+            let _ = parse_since(&query);
+            let _ = parse_since(&near_rfc3339);
+            if let Ok(value) = HeaderValue::from_bytes(&header) {
+                let _ = cursor_text(Some(&value), None);
+            }
+        }
+    }
+
     #[test]
     fn since_takes_rfc3339_and_epoch_ms() {
         assert_eq!(parse_since("0").unwrap(), 0);

@@ -173,7 +173,7 @@ async fn run_inner(mut args: CatchupArgs) -> anyhow::Result<()> {
 
     // 3. The resume, with live events arriving meanwhile.
     let mut plan = FleetPlan::new(
-        rig.server_addrs(),
+        &rig,
         rig.stream_path(""),
         1,
         &args.clients,

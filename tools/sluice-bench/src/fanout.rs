@@ -272,7 +272,7 @@ async fn run_inner(shape: Shape, args: PublishArgs) -> anyhow::Result<()> {
         args.clients.client_processes
     );
     let mut plan = FleetPlan::new(
-        rig.server_addrs(),
+        &rig,
         rig.stream_path(shape.query()),
         connections,
         &args.clients,

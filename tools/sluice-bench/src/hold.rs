@@ -103,6 +103,11 @@ pub struct HoldArgs {
     #[arg(long, value_name = "CURSOR")]
     pub last_event_id: Option<String>,
 
+    /// File of bearer tokens, one per line: line k is sent by this process's connection k as
+    /// `Authorization: Bearer`, on its first request and every reconnect.
+    #[arg(long, value_name = "PATH")]
+    pub tokens_file: Option<std::path::PathBuf>,
+
     /// Interval of status lines to the parent.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_positive_duration)]
     pub status_interval: Duration,
@@ -230,6 +235,8 @@ pub fn add_pairs(histogram: &mut Histogram<u64>, pairs: &[(u64, u64)]) {
 /// Everything the connections of this holder share.
 struct Shared {
     args: HoldArgs,
+    /// Connection k's token (`--tokens-file`); empty without access control.
+    tokens: Vec<String>,
     tally: RefCell<Tally>,
     /// One read buffer for all connections: a task reads into it and parses before it yields.
     scratch: RefCell<Vec<u8>>,
@@ -274,7 +281,12 @@ pub async fn run(args: HoldArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!args.source_addrs.is_empty(), "--source-addrs is empty");
     anyhow::ensure!(args.ramp_rate > 0.0, "--ramp-rate must be positive");
     anyhow::ensure!(!args.target.is_empty(), "--target is empty");
+    let tokens = match &args.tokens_file {
+        Some(path) => read_tokens(path, args.connections)?,
+        None => Vec::new(),
+    };
     let shared = Rc::new(Shared {
+        tokens,
         tally: RefCell::new(Tally::default()),
         scratch: RefCell::new(vec![0; 64 * 1024]),
         args,
@@ -357,6 +369,19 @@ async fn hold(shared: Rc<Shared>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One token per connection, in order; fewer lines than connections is an error.
+fn read_tokens(path: &std::path::Path, connections: u32) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let tokens: Vec<String> = text.lines().map(str::to_owned).collect();
+    anyhow::ensure!(
+        tokens.len() >= connections as usize,
+        "{}: {} tokens for {connections} connections",
+        path.display(),
+        tokens.len()
+    );
+    Ok(tokens)
+}
+
 /// Waits for `stop [counts]` on stdin; EOF (the parent is gone) also stops, with no counts.
 async fn read_stop_command() -> Vec<u64> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -391,6 +416,7 @@ async fn client(index: u32, shared: Rc<Shared>, mut stop: StopRx) {
     let global = args.index_offset + index;
     let path = expand_path(&args.path, global);
     let mut books = ClientBooks::new(args, global);
+    let token = shared.tokens.get(index as usize).map(String::as_str);
     let mut target = 0;
     let mut attempt: u64 = 0;
     // When the current outage began; `None` until the first connection is established.
@@ -402,7 +428,7 @@ async fn client(index: u32, shared: Rc<Shared>, mut stop: StopRx) {
         let opened = tokio::select! {
             opened = tokio::time::timeout(
                 args.connect_timeout,
-                open(args.target[target], source, &path, books.last_id.as_deref()),
+                open(args.target[target], source, &path, books.last_id.as_deref(), token),
             ) => opened.unwrap_or_else(|_| Err((
                 "connect timeout".into(),
                 format!("no 200 within {:?}", args.connect_timeout),
@@ -556,13 +582,14 @@ struct OpenedBody {
     leftover: Vec<u8>,
 }
 
-/// Connects to `target` from `source`, sends the GET (with `Last-Event-ID` when resuming) and
-/// reads the response head; `Err((kind, detail))`.
+/// Connects to `target` from `source`, sends the GET (with `Last-Event-ID` when resuming, and
+/// the token when there is one) and reads the response head; `Err((kind, detail))`.
 async fn open(
     target: SocketAddr,
     source: Ipv4Addr,
     path: &str,
     last_event_id: Option<&str>,
+    token: Option<&str>,
 ) -> Result<(TcpStream, OpenedBody), (String, String)> {
     let socket = TcpSocket::new_v4().map_err(|err| ("socket".to_owned(), err.to_string()))?;
     socket
@@ -573,10 +600,7 @@ async fn open(
         .await
         .map_err(|err| ("connect".to_owned(), err.to_string()))?;
     let _ = stream.set_nodelay(true);
-    let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {target}\r\nAccept: text/event-stream\r\nUser-Agent: sluice-bench\r\n{resume}\r\n"
-    );
+    let request = request_head(path, target, last_event_id, token);
     stream
         .write_all(request.as_bytes())
         .await
@@ -622,6 +646,16 @@ async fn open(
             }
         }
     }
+}
+
+/// The GET that opens (or resumes) a subscription.
+fn request_head(path: &str, target: SocketAddr, last_event_id: Option<&str>, token: Option<&str>) -> String {
+    let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+    let authorization = token.map_or(String::new(), |token| format!("Authorization: Bearer {token}\r\n"));
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {target}\r\nAccept: text/event-stream\r\nUser-Agent: sluice-bench\r\n\
+         {resume}{authorization}\r\n"
+    )
 }
 
 /// One client's bookkeeping, kept across reconnects.
@@ -754,7 +788,98 @@ pub fn run_blocking(args: HoldArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::AsyncReadExt as _;
+
     use super::*;
+
+    fn hold_args(flags: &[&str]) -> HoldArgs {
+        use clap::Parser as _;
+        let argv = ["sluice-bench", "hold"].iter().chain(flags);
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Hold(args) => args,
+            _ => unreachable!("parsed as hold"),
+        }
+    }
+
+    /// Accepts `count` connections, answers each with a one-event stream, and returns the
+    /// request heads; the first `count - 1` are closed at once (so the client reconnects), the
+    /// last stays open until the returned socket is dropped.
+    async fn serve_heads(listener: tokio::net::TcpListener, count: usize) -> (Vec<String>, TcpStream) {
+        let mut heads = Vec::new();
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                let n = socket.read(&mut buffer).await.unwrap();
+                assert!(n > 0, "the client hung up mid-request");
+                head.extend_from_slice(&buffer[..n]);
+            }
+            heads.push(String::from_utf8(head).unwrap());
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nid: c1\ndata: {}\n\n")
+                .await
+                .unwrap();
+            if heads.len() == count {
+                return (heads, socket);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn sends_its_token_on_the_first_request_and_on_every_reconnect() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap().to_string();
+        let args = hold_args(&[
+            "--target",
+            &target,
+            "--path",
+            "/v1/streams/s",
+            "--connections",
+            "1",
+            "--source-addrs",
+            "127.0.0.1",
+            "--reconnect",
+            "--reconnect-jitter",
+            "0s",
+        ]);
+        let shared = Rc::new(Shared {
+            args,
+            tokens: vec!["token-0".to_owned()],
+            tally: RefCell::new(Tally::default()),
+            scratch: RefCell::new(vec![0; 4096]),
+        });
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let heads = LocalSet::new()
+            .run_until(async {
+                let client = tokio::task::spawn_local(client(0, Rc::clone(&shared), stop_rx));
+                let served = tokio::time::timeout(Duration::from_secs(10), serve_heads(listener, 3)).await;
+                stop_tx.send(Some(Rc::new(Vec::new()))).unwrap();
+                client.await.unwrap();
+                served.expect("the client reconnected twice").0
+            })
+            .await;
+        for head in &heads {
+            assert!(head.contains("\r\nAuthorization: Bearer token-0\r\n"), "{head}");
+        }
+        assert!(heads[2].contains("\r\nLast-Event-ID: c1\r\n"), "{}", heads[2]);
+    }
+
+    #[test]
+    fn a_request_without_a_token_has_no_authorization_header() {
+        let target: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert!(!request_head("/v1/streams/s", target, None, None).contains("Authorization"));
+    }
+
+    #[test]
+    fn a_tokens_file_must_hold_a_token_per_connection() {
+        let path = std::env::temp_dir().join(format!("sluice-bench-tokens-{}", std::process::id()));
+        std::fs::write(&path, "a\nb").unwrap();
+        assert_eq!(read_tokens(&path, 2).unwrap(), ["a", "b"]);
+        let short = read_tokens(&path, 3).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(short.contains("2 tokens for 3 connections"), "{short}");
+    }
 
     #[test]
     fn histograms_survive_the_trip_through_pairs() {

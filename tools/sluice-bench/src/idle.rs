@@ -120,7 +120,7 @@ async fn run_inner(args: IdleArgs) -> anyhow::Result<()> {
         args.clients.client_processes
     );
     let mut fleet = Fleet::spawn(&FleetPlan::new(
-        rig.server_addrs(),
+        &rig,
         rig.stream_path(""),
         args.connections,
         &args.clients,

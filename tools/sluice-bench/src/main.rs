@@ -7,11 +7,12 @@
 //! help of [`rig`] (broker, ingest and gateways as separate processes; the fleet of subscriber
 //! processes), [`hold`] (the hidden `hold` subcommand those subscriber processes run),
 //! [`publish`] (the open-loop publisher, through ingest or straight to Kafka), [`sse_wire`]
-//! (the SSE client's byte-level parsing and gap/duplicate accounting) and [`procfs`] (memory
-//! and CPU from `/proc`). [`baseline`] is the bare SSE server the same scenarios run against
-//! for this machine's floor, [`broker`] a mock Kafka with a topic of many partitions, and
-//! [`benchmarks`] writes BENCHMARKS.md from the results. The modules around them hold what
-//! every scenario needs, so a new one is mostly its load loop:
+//! (the SSE client's byte-level parsing and gap/duplicate accounting), [`procfs`] (memory
+//! and CPU from `/proc`) and [`auth`] (keys and tokens when `--auth` turns access control
+//! on). [`baseline`] is the bare SSE server the same scenarios run against for this machine's
+//! floor, [`broker`] a mock Kafka with a topic of many partitions, and [`benchmarks`] writes
+//! BENCHMARKS.md from the results. The modules around them hold what every scenario needs, so
+//! a new one is mostly its load loop:
 //!
 //! - [`cli`]: the command line, and the argument parsers scenarios share;
 //! - [`machine`]: what hardware the numbers were measured on, because a figure without its
@@ -24,6 +25,7 @@
 //! This file only builds the runtime and dispatches; results go to stdout, progress and
 //! diagnostics to stderr, so `sluice-bench ingest > result.txt` captures just the report.
 
+mod auth;
 mod baseline;
 mod benchmarks;
 mod broker;

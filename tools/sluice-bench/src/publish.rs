@@ -135,6 +135,7 @@ impl Publisher {
             PublishVia::Ingest => Sink::Ingest {
                 client: reqwest::Client::builder()
                     .no_proxy()
+                    .default_headers(rig.auth.bench_headers()?)
                     .tcp_nodelay(true)
                     .timeout(Duration::from_secs(10))
                     .build()

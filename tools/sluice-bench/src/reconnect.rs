@@ -152,7 +152,7 @@ async fn run_inner(args: ReconnectArgs) -> anyhow::Result<()> {
         format_count(u64::from(args.clients.ramp_rate)),
     );
     let mut plan = FleetPlan::new(
-        rig.server_addrs(),
+        &rig,
         rig.stream_path(""),
         args.connections,
         &args.clients,

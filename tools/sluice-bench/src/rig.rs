@@ -23,6 +23,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::time::Instant;
 
+use crate::auth::{Auth, AuthMode};
 use crate::cli::parse_positive_duration;
 use crate::hold::{add_pairs, HolderCounts, HolderFinal, HolderMessage, Tally};
 use crate::machine::Machine;
@@ -73,6 +74,12 @@ pub struct RigArgs {
     /// The gateway's `--max-connections` [default: the scenario's connections + 1,000].
     #[arg(long, value_name = "N")]
     pub gateway_max_connections: Option<u32>,
+
+    /// Access control on the gateways (and ingest): `none` runs them open; `hs256` and `rs256`
+    /// give them a fresh key, and every connection a token of its own, sent as
+    /// `Authorization: Bearer` on every (re)connect.
+    #[arg(long, value_enum, default_value_t = AuthMode::None)]
+    pub auth: AuthMode,
 
     /// Stream to subscribe to (and publish to). Created by a warm-up event before the run.
     #[arg(long, value_name = "NAME", default_value = "bench-gateway")]
@@ -137,6 +144,7 @@ pub struct Rig {
     pub ingest_url: String,
     pub stream: String,
     pub partitions: Option<u32>,
+    pub auth: Arc<Auth>,
     http: reqwest::Client,
 }
 
@@ -153,8 +161,19 @@ impl Rig {
 
     /// Like [`Rig::start`] with `gateways` gateways on one broker.
     pub async fn start_many(args: &RigArgs, max_connections: u32, gateways: usize) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            args.server == ServerKind::Gateway || args.auth == AuthMode::None,
+            "--auth applies to the gateway; the baseline server has no access control"
+        );
+        let mode = args.auth;
+        let auth = Arc::new(
+            tokio::task::spawn_blocking(move || Auth::prepare(mode))
+                .await
+                .context("preparing the keys")??,
+        );
         let http = reqwest::Client::builder()
             .no_proxy()
+            .default_headers(auth.bench_headers()?)
             .timeout(Duration::from_secs(10))
             .build()
             .context("building the HTTP client")?;
@@ -186,6 +205,7 @@ impl Rig {
                 ingest_url: format!("http://{addr}"),
                 stream: args.stream.clone(),
                 partitions: None,
+                auth,
                 http,
             });
         }
@@ -210,6 +230,12 @@ impl Rig {
         )?;
         let kafka_bootstrap = broker.wait_kafka_bootstrap(args.ready_timeout).await?;
 
+        let auth_env = auth.service_env();
+        let env: Vec<(&str, &str)> = QUIET
+            .iter()
+            .copied()
+            .chain(auth_env.iter().map(|(name, value)| (*name, value.as_str())))
+            .collect();
         let [ingest_addr, ingest_admin] = free_loopback_ports()?;
         let mut ingest = Service::spawn(
             &binary(&args.ingest_binary, "sluice-ingest")?,
@@ -221,7 +247,7 @@ impl Rig {
                 "--admin-listen".to_owned(),
                 ingest_admin.to_string(),
             ],
-            &QUIET,
+            &env,
         )?;
         let mut servers = Vec::new();
         for _ in 0..gateways {
@@ -240,8 +266,9 @@ impl Rig {
                 // that artefact out of the latency figures.
                 "--kafka-config=fetch.wait.max.ms=5".to_owned(),
             ];
+            gateway_args.extend(auth.gateway_args());
             gateway_args.extend(args.gateway_args.iter().cloned());
-            let service = Service::spawn(&binary(&args.gateway_binary, "sluice-gateway")?, &gateway_args, &QUIET)?;
+            let service = Service::spawn(&binary(&args.gateway_binary, "sluice-gateway")?, &gateway_args, &env)?;
             servers.push(Server {
                 pid: service.pid(),
                 service: Some(service),
@@ -264,6 +291,7 @@ impl Rig {
             ingest_url: format!("http://{ingest_addr}"),
             stream: args.stream.clone(),
             partitions: args.partitions,
+            auth,
             http,
         })
     }
@@ -307,6 +335,9 @@ impl Rig {
     /// here with its own words rather than as thousands of identical failures; it also starts
     /// the stream's feed (Kafka consumer, ring) before the baseline memory is measured.
     pub async fn preflight_subscribe(&self, query: &str) -> anyhow::Result<()> {
+        if self.auth.is_on() {
+            self.ensure_anonymous_refused(query).await?;
+        }
         for server in &self.servers {
             let url = format!("http://{}{}", server.addr, self.stream_path(query));
             let response = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
@@ -329,6 +360,33 @@ impl Rig {
         Ok(())
     }
 
+    /// With `--auth` on, a figure means something only if the gateways do check tokens: each
+    /// must answer a request without one with `401`.
+    async fn ensure_anonymous_refused(&self, query: &str) -> anyhow::Result<()> {
+        let anonymous = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .context("building a client")?;
+        for server in &self.servers {
+            let url = format!("http://{}{}", server.addr, self.stream_path(query));
+            let status = anonymous
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))?
+                .status();
+            if status != reqwest::StatusCode::UNAUTHORIZED {
+                bail!(
+                    "--auth {}: GET {url} without a token answered {status}, not 401: this gateway \
+                     does not check tokens, so the run would measure nothing of access control",
+                    self.auth.mode().name()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Subscribes to the first server and returns the `id:` of the first event that arrives
     /// while `publish` runs: a real cursor, for a client that resumes from it later.
     pub async fn first_event_id(
@@ -339,6 +397,7 @@ impl Rig {
         let url = format!("http://{}{}", self.gateway_addr(), self.stream_path(query));
         let client = reqwest::Client::builder()
             .no_proxy()
+            .default_headers(self.auth.bench_headers()?)
             .build()
             .context("building a client")?;
         let mut response = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
@@ -477,19 +536,16 @@ pub struct FleetPlan {
     pub status_interval: Duration,
     /// When holders give up on their own.
     pub deadline: Duration,
+    /// Mints each connection's token when access control is on.
+    pub auth: Arc<Auth>,
 }
 
 impl FleetPlan {
-    /// The common case: `connections` plain subscriptions to `targets[0]` at `path`.
-    pub fn new(
-        targets: Vec<SocketAddr>,
-        path: String,
-        connections: u32,
-        clients: &ClientArgs,
-        deadline: Duration,
-    ) -> Self {
+    /// The common case: `connections` plain subscriptions to the rig's first server at `path`,
+    /// with a token each when the rig's access control is on.
+    pub fn new(rig: &Rig, path: String, connections: u32, clients: &ClientArgs, deadline: Duration) -> Self {
         Self {
-            targets,
+            targets: rig.server_addrs(),
             path,
             connections,
             clients: clients.clone(),
@@ -500,6 +556,7 @@ impl FleetPlan {
             last_event_id: None,
             status_interval: Duration::from_millis(500),
             deadline,
+            auth: Arc::clone(&rig.auth),
         }
     }
 }
@@ -560,6 +617,12 @@ impl Fleet {
             .map(SocketAddr::to_string)
             .collect::<Vec<_>>()
             .join(",");
+        let tokens = if plan.auth.is_on() {
+            eprintln!("minting {} tokens ({})…", plan.connections, plan.auth.mode().name());
+            tokio::task::block_in_place(|| plan.auth.connection_tokens(0, plan.connections))?
+        } else {
+            Vec::new()
+        };
         let mut holders = Vec::new();
         let mut index_offset = 0;
         for (index, &share) in shares.iter().enumerate() {
@@ -590,6 +653,14 @@ impl Fleet {
             }
             if let Some(id) = &plan.last_event_id {
                 command.args(["--last-event-id", id]);
+            }
+            if let Some(file) = plan.auth.token_file(&format!("tokens-{index}")) {
+                let first = index_offset as usize;
+                let mine = tokens
+                    .get(first..first + share as usize)
+                    .context("a token per connection")?;
+                std::fs::write(&file, mine.join("\n")).with_context(|| format!("writing {}", file.display()))?;
+                command.arg("--tokens-file").arg(&file);
             }
             index_offset += share;
             let mut child = command
@@ -869,6 +940,8 @@ pub struct JsonHeader<'a> {
     /// The command line of this run, as typed.
     pub command: String,
     pub server: ServerKind,
+    /// `--auth`: how the services checked callers.
+    pub auth: AuthMode,
     pub machine: &'a Machine,
     /// `/proc/loadavg` (1, 5, 15 minutes) when the run started and when it ended: on a shared
     /// machine, how much else competed for the CPUs.
@@ -917,6 +990,7 @@ pub fn write_report(
             scenario,
             command: command_line(),
             server: rig.kind,
+            auth: rig.auth.mode(),
             machine: &start.machine,
             load_average_start: start.load_average,
             load_average_end: procfs::load_average(),
@@ -960,10 +1034,17 @@ pub fn header(scenario: &str, start: &RunStart, rig: &Rig, workload: &str) -> St
     let load = start.load_average.map_or("?".to_owned(), |[one, five, fifteen]| {
         format!("{one:.2} {five:.2} {fifteen:.2}")
     });
+    let auth = match rig.auth.mode() {
+        AuthMode::None => "none: the services run with SLUICE_ALLOW_ANONYMOUS=true".to_owned(),
+        mode => format!(
+            "{}: a token per connection as Authorization: Bearer, on every (re)connect",
+            mode.name()
+        ),
+    };
     format!(
         "sluice-bench {} — {scenario}\nmachine   {}\nload avg  {load} (1/5/15 min, at start)\n\
          target    {target}\n          load generator and servers share this machine and its {} \
-         logical CPUs: the figures measure them together\nworkload  {workload}\n",
+         logical CPUs: the figures measure them together\nauth      {auth}\nworkload  {workload}\n",
         env!("CARGO_PKG_VERSION"),
         start.machine,
         start.machine.logical_cpus,
