@@ -288,7 +288,12 @@ async fn sluice_dev_runs_broker_and_ingest_and_lets_other_processes_join() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sluice_dev_broker_only_serves_a_separate_ingest() {
-    let broker = Child::spawn("sluice-dev", &["--broker-only".to_owned()], &[]).unwrap();
+    let broker = Child::spawn(
+        "sluice-dev",
+        &["--broker-only".to_owned(), "--topics=joined".to_owned()],
+        &[],
+    )
+    .unwrap();
     let bootstrap = broker.wait_for_line("KAFKA_BOOTSTRAP=", STARTUP).await.unwrap();
     let (listen, admin) = (free_local_addr(), free_local_addr());
     let _ingest = Child::spawn(

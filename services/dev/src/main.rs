@@ -68,6 +68,12 @@ struct DevConfig {
     #[arg(long, env = "SLUICE_DEV_TICKER_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     ticker_interval: Duration,
 
+    /// Topics to create at start, comma-separated (4 partitions each): no client creates a topic
+    /// by asking, so this is how a separate ingest or producer on `--broker-only` finds its
+    /// streams.
+    #[arg(long, env = "SLUICE_DEV_TOPICS", value_delimiter = ',')]
+    topics: Vec<String>,
+
     /// Turn access control on: a random HMAC secret signs tokens, both services require them,
     /// and ready-to-paste tokens (read all, read one key, publish) are printed.
     #[arg(long, env = "SLUICE_DEV_AUTH")]
@@ -91,6 +97,11 @@ async fn main() {
         eprintln!("sluice-dev: cannot start the embedded broker: {e}");
         std::process::exit(1)
     });
+    for topic in config.topics.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        if let Err(err) = broker.create_topic(topic, DEV_PARTITIONS) {
+            config_error(format!("--topics {topic}: {err}"));
+        }
+    }
     let bootstrap = broker.bootstrap_servers().to_owned();
     // Machine-readable first: scripts and tests wait for this line.
     println!("KAFKA_BOOTSTRAP={bootstrap}");
