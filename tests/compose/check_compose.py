@@ -641,11 +641,12 @@ def check_nginx(services: dict[str, Service], ports: dict[str, tuple[int, int]],
             continue
         fmt = d.args[1] if len(d.args) > 1 else "combined"
         text_of_format = formats.get(fmt)
-        report.check(text_of_format is not None and not leaky.search(text_of_format),
+        leak = leaky.search(text_of_format) if text_of_format is not None else None
+        report.check(text_of_format is not None and leak is None,
                      f"nginx: access_log {d.args[0]} uses format {fmt!r}, which logs no query string, cookie, "
                      "Authorization or Referer",
                      "nginx's predefined `combined` logs $request (path and query)" if text_of_format is None
-                     else f"its fields include {leaky.search(text_of_format).group(0)}")
+                     else f"its fields include {leak.group(0) if leak else ''}")
 
     test = [str(t) for t in nginx.healthcheck.get("test") or []]
     url = next((t for t in test if t.startswith("http://")), "")
