@@ -5,66 +5,29 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
 use sluice_auth::AuthArgs;
 use sluice_gateway::GatewayConfig;
-use sluice_kafka::{KafkaArgs, OutRecord, Producer, ProducerSettings};
-use sluice_sse::ParsedEvent;
 use sluice_testkit::auth::{TestKey, TestToken};
 use sluice_testkit::sse::Next;
-use sluice_testkit::{RunningService, SseStream, TestKafka};
+use sluice_testkit::{RunningService, SseStream};
 
-const WAIT: Duration = Duration::from_secs(30);
+mod support;
+
+use support::{client, data, open_with_headers as open, read_n, Fixture, WAIT};
+
 const ALLOWED_ORIGIN: &str = "http://app.example";
 
-struct Fixture {
-    kafka: TestKafka,
-    producer: Producer,
-}
-
 impl Fixture {
-    async fn start() -> Self {
-        let kafka = TestKafka::start().await.expect("Kafka for tests");
-        let producer = Producer::new(&KafkaArgs::new(kafka.bootstrap_servers()), ProducerSettings::default()).unwrap();
-        Self { kafka, producer }
-    }
-
-    async fn topic(&self, partitions: i32) -> String {
-        let topic = self.kafka.unique_topic("auth");
-        self.kafka.create_topic(&topic, partitions).await.unwrap();
-        topic
-    }
-
     /// A gateway verifying HS256 (the test secret), RS256, ES256 and EdDSA (the test public
     /// keys), without anonymous access.
-    async fn gateway(&self, tweak: impl FnOnce(&mut GatewayConfig)) -> RunningService {
-        let mut config = GatewayConfig::for_brokers(self.kafka.bootstrap_servers());
-        config.workers = 2;
-        config.auth = auth_args();
-        config.cors.allow_origins = vec![ALLOWED_ORIGIN.into()];
-        tweak(&mut config);
-        let gateway = RunningService::start(move |l, a, s| sluice_gateway::run(config, l, a, s));
-        gateway.wait_ready(WAIT).await.unwrap();
-        gateway
-    }
-
-    /// Publishes `n` events `"{prefix}-{i}"` with key `k{i % keys}`.
-    async fn publish(&self, topic: &str, prefix: &str, n: usize, keys: usize) {
-        let mut pending = Vec::new();
-        for i in 0..n {
-            let record = OutRecord {
-                topic: topic.to_owned(),
-                key: Some(format!("k{}", i % keys).into_bytes()),
-                value: format!("\"{prefix}-{i}\"").into_bytes(),
-                headers: Vec::new(),
-                timestamp_ms: None,
-            };
-            pending.push(self.producer.enqueue(&record).unwrap());
-        }
-        for p in pending {
-            p.acknowledged().await.unwrap();
-        }
+    async fn auth_gateway(&self, tweak: impl FnOnce(&mut GatewayConfig)) -> RunningService {
+        self.gateway(|config| {
+            config.auth = auth_args();
+            config.cors.allow_origins = vec![ALLOWED_ORIGIN.into()];
+            tweak(config);
+        })
+        .await
     }
 }
 
@@ -93,14 +56,6 @@ fn cookie(token: &str) -> Vec<(&'static str, String)> {
     vec![("cookie", format!("theme=dark; sluice_token={token}"))]
 }
 
-fn client(headers: &[(&'static str, String)]) -> reqwest::Client {
-    let mut map = HeaderMap::new();
-    for (name, value) in headers {
-        map.insert(*name, HeaderValue::from_str(value).unwrap());
-    }
-    reqwest::Client::builder().default_headers(map).build().unwrap()
-}
-
 /// A request that must be refused: its status, `WWW-Authenticate`, `Retry-After` and
 /// error code.
 struct Refusal {
@@ -125,35 +80,11 @@ async fn refused(gateway: &RunningService, path: &str, headers: &[(&'static str,
     }
 }
 
-async fn open(gateway: &RunningService, path: &str, headers: &[(&'static str, String)]) -> SseStream {
-    SseStream::connect(&client(headers), &gateway.url(path), None)
-        .await
-        .unwrap()
-}
-
-async fn read_n(stream: &mut SseStream, n: usize) -> Vec<ParsedEvent> {
-    let mut events = Vec::with_capacity(n);
-    while events.len() < n {
-        match stream.next_event(WAIT).await {
-            Ok(event) => events.push(event),
-            Err(err) => panic!("after {} of {n} events: {err}", events.len()),
-        }
-    }
-    events
-}
-
-fn data(events: &[ParsedEvent]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| serde_json::from_str::<String>(&e.data).unwrap())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_malformed_forged_and_expired_tokens_are_401_and_counted_by_reason() {
     let f = Fixture::start().await;
-    let topic = f.topic(1).await;
-    let gateway = f.gateway(|_| {}).await;
+    let topic = f.topic_with_prefix("auth", 1).await;
+    let gateway = f.auth_gateway(|_| {}).await;
     let path = format!("/v1/streams/{topic}");
     let grant = json!([topic]);
     let forged = token(TestKey::Rsa2, "mallory", grant.clone());
@@ -188,8 +119,11 @@ async fn missing_malformed_forged_and_expired_tokens_are_401_and_counted_by_reas
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_and_keys_not_granted_are_403() {
     let f = Fixture::start().await;
-    let (granted, other) = (f.topic(1).await, f.topic(1).await);
-    let gateway = f.gateway(|_| {}).await;
+    let (granted, other) = (
+        f.topic_with_prefix("auth", 1).await,
+        f.topic_with_prefix("auth", 1).await,
+    );
+    let gateway = f.auth_gateway(|_| {}).await;
     let whole = token(TestKey::Hmac, "alice", json!([granted]));
     let refusal = refused(&gateway, &format!("/v1/streams/{other}"), &bearer(&whole)).await;
     assert_eq!((refusal.status, refusal.code.as_str()), (403, "forbidden"));
@@ -215,9 +149,9 @@ async fn streams_and_keys_not_granted_are_403() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_limited_token_sees_only_its_keys_without_asking() {
     let f = Fixture::start().await;
-    let topic = f.topic(4).await;
-    f.publish(&topic, "old", 40, 4).await;
-    let gateway = f.gateway(|_| {}).await;
+    let topic = f.topic_with_prefix("auth", 4).await;
+    f.publish_untyped(&topic, "old", 40, 4).await;
+    let gateway = f.auth_gateway(|_| {}).await;
     let keyed = token(TestKey::Hmac, "carol", json!([{"stream": topic, "keys": ["k1", "k3"]}]));
     let mut stream = open(&gateway, &format!("/v1/streams/{topic}?from=earliest"), &bearer(&keyed)).await;
     let mut old = data(&read_n(&mut stream, 20).await);
@@ -226,7 +160,7 @@ async fn a_key_limited_token_sees_only_its_keys_without_asking() {
     want.sort();
     assert_eq!(old, want, "history: keys k1 and k3 only");
 
-    f.publish(&topic, "new", 8, 4).await;
+    f.publish_untyped(&topic, "new", 8, 4).await;
     let mut live = data(&read_n(&mut stream, 4).await);
     live.sort();
     assert_eq!(live, ["new-1", "new-3", "new-5", "new-7"], "live: keys k1 and k3 only");
@@ -236,9 +170,9 @@ async fn a_key_limited_token_sees_only_its_keys_without_asking() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_come_from_the_header_the_cookie_or_access_token_in_every_algorithm() {
     let f = Fixture::start().await;
-    let topic = f.topic(1).await;
-    f.publish(&topic, "e", 1, 1).await;
-    let gateway = f.gateway(|_| {}).await;
+    let topic = f.topic_with_prefix("auth", 1).await;
+    f.publish_untyped(&topic, "e", 1, 1).await;
+    let gateway = f.auth_gateway(|_| {}).await;
     let path = format!("/v1/streams/{topic}?from=earliest");
     for key in [TestKey::Hmac, TestKey::Rsa, TestKey::EcP256, TestKey::Ed25519] {
         let t = token(key, "dave", json!([topic]));
@@ -259,9 +193,12 @@ async fn tokens_come_from_the_header_the_cookie_or_access_token_in_every_algorit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_streams_need_no_token_but_a_bad_token_is_still_refused() {
     let f = Fixture::start().await;
-    let (public, private) = (f.topic(1).await, f.topic(1).await);
-    f.publish(&public, "p", 1, 1).await;
-    let gateway = f.gateway(|c| c.public_streams = vec![public.clone()]).await;
+    let (public, private) = (
+        f.topic_with_prefix("auth", 1).await,
+        f.topic_with_prefix("auth", 1).await,
+    );
+    f.publish_untyped(&public, "p", 1, 1).await;
+    let gateway = f.auth_gateway(|c| c.public_streams = vec![public.clone()]).await;
     let mut stream = open(&gateway, &format!("/v1/streams/{public}?from=earliest"), &[]).await;
     assert_eq!(data(&read_n(&mut stream, 1).await), ["p-0"]);
 
@@ -279,8 +216,8 @@ async fn public_streams_need_no_token_but_a_bad_token_is_still_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cookie_token_from_an_origin_not_allowed_is_refused() {
     let f = Fixture::start().await;
-    let topic = f.topic(1).await;
-    let gateway = f.gateway(|_| {}).await;
+    let topic = f.topic_with_prefix("auth", 1).await;
+    let gateway = f.auth_gateway(|_| {}).await;
     let t = token(TestKey::Hmac, "frank", json!([topic]));
     let path = format!("/v1/streams/{topic}");
     let with_origin = |mut headers: Vec<(&'static str, String)>, origin: &str| {
@@ -299,8 +236,8 @@ async fn a_cookie_token_from_an_origin_not_allowed_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subject_over_its_connection_limit_gets_429_with_retry_after() {
     let f = Fixture::start().await;
-    let topic = f.topic(1).await;
-    let gateway = f.gateway(|c| c.max_connections_per_subject = 2).await;
+    let topic = f.topic_with_prefix("auth", 1).await;
+    let gateway = f.auth_gateway(|c| c.max_connections_per_subject = 2).await;
     let path = format!("/v1/streams/{topic}");
     let alice = bearer(&token(TestKey::Hmac, "alice", json!([topic])));
     let first = open(&gateway, &path, &alice).await;
@@ -332,8 +269,8 @@ async fn a_subject_over_its_connection_limit_gets_429_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_ends_with_reauth_before_exp_and_resumes_exactly_with_a_fresh_token() {
     let f = Fixture::start().await;
-    let topic = f.topic(2).await;
-    let gateway = f.gateway(|_| {}).await;
+    let topic = f.topic_with_prefix("auth", 2).await;
+    let gateway = f.auth_gateway(|_| {}).await;
     let lifetime = 6;
     let short = TestToken::new(TestKey::Rsa)
         .subject("grace")
@@ -342,7 +279,7 @@ async fn a_stream_ends_with_reauth_before_exp_and_resumes_exactly_with_a_fresh_t
         .mint();
     let exp = SystemTime::now() + Duration::from_secs(lifetime as u64);
     let mut stream = open(&gateway, &format!("/v1/streams/{topic}"), &bearer(&short)).await;
-    f.publish(&topic, "a", 10, 2).await;
+    f.publish_untyped(&topic, "a", 10, 2).await;
     let mut before = data(&read_n(&mut stream, 10).await);
 
     let reauth = match stream.next(WAIT).await.unwrap() {
@@ -362,7 +299,7 @@ async fn a_stream_ends_with_reauth_before_exp_and_resumes_exactly_with_a_fresh_t
     );
     let cursor = reauth.id.expect("the reauth frame carries the cursor");
 
-    f.publish(&topic, "gap", 10, 2).await;
+    f.publish_untyped(&topic, "gap", 10, 2).await;
     let fresh = token(TestKey::Rsa, "grace", json!([topic]));
     let mut resumed = SseStream::connect(
         &client(&bearer(&fresh)),
@@ -372,7 +309,7 @@ async fn a_stream_ends_with_reauth_before_exp_and_resumes_exactly_with_a_fresh_t
     .await
     .unwrap();
     let mut after = data(&read_n(&mut resumed, 10).await);
-    f.publish(&topic, "z", 1, 1).await;
+    f.publish_untyped(&topic, "z", 1, 1).await;
     assert_eq!(
         data(&read_n(&mut resumed, 1).await),
         ["z-0"],
@@ -398,8 +335,8 @@ fn epoch() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_reaches_the_logs_even_at_trace_level() {
     let f = Fixture::start().await;
-    let topic = f.topic(1).await;
-    f.publish(&topic, "e", 1, 1).await;
+    let topic = f.topic_with_prefix("auth", 1).await;
+    f.publish_untyped(&topic, "e", 1, 1).await;
     let log_path = std::env::temp_dir().join(format!("sluice-gateway-auth-{}-{}.log", std::process::id(), epoch()));
     let log = std::fs::File::create(&log_path).unwrap();
     let (listen, admin) = (

@@ -4,21 +4,13 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::time::Duration;
 
-use sluice_gateway::GatewayConfig;
 use sluice_ingest::IngestConfig;
 use sluice_testkit::{RunningService, SseStream, TestKafka};
 
-const WAIT: Duration = Duration::from_secs(30);
+mod support;
 
-async fn gateway(kafka: &TestKafka) -> RunningService {
-    let mut config = GatewayConfig::for_brokers(kafka.bootstrap_servers());
-    config.workers = 2;
-    let gateway = RunningService::start(move |l, a, s| sluice_gateway::run(config, l, a, s));
-    gateway.wait_ready(WAIT).await.unwrap();
-    gateway
-}
+use support::{start_gateway, WAIT};
 
 /// Sends a whole `GET {path}` with `Connection: close` on a raw socket (an HTTP library would
 /// resolve `.` and `..` away) and returns the answer.
@@ -41,7 +33,7 @@ async fn data_reaches_an_sse_client_as_the_producer_sent_it() {
     config.workers = 1;
     let ingest = RunningService::start(move |l, a, s| sluice_ingest::run(config, l, a, s));
     ingest.wait_ready(WAIT).await.unwrap();
-    let gateway = gateway(&kafka).await;
+    let gateway = start_gateway(&kafka, |_| {}).await;
 
     let sent = [
         "12345678901234567890123",
@@ -81,7 +73,7 @@ async fn data_reaches_an_sse_client_as_the_producer_sent_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_stream_is_404_and_creates_no_topic() {
     let kafka = TestKafka::start().await.unwrap();
-    let gateway = gateway(&kafka).await;
+    let gateway = start_gateway(&kafka, |_| {}).await;
     let missing = kafka.unique_topic("missing");
     let http = reqwest::Client::new();
     for path in [

@@ -4,88 +4,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sluice_gateway::GatewayConfig;
 use sluice_kafka::{KafkaArgs, OutRecord, Producer, ProducerSettings};
-use sluice_sse::{Cursor, ParsedEvent};
+use sluice_sse::Cursor;
 use sluice_testkit::sse::Next;
-use sluice_testkit::{RunningService, SseStream, TestKafka};
 
-const WAIT: Duration = Duration::from_secs(30);
+mod support;
 
-struct Fixture {
-    kafka: TestKafka,
-    producer: Producer,
-    http: reqwest::Client,
-}
-
-impl Fixture {
-    async fn start() -> Self {
-        let kafka = TestKafka::start().await.expect("Kafka for tests");
-        let producer = Producer::new(&KafkaArgs::new(kafka.bootstrap_servers()), ProducerSettings::default()).unwrap();
-        Self {
-            kafka,
-            producer,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn topic(&self, partitions: i32) -> String {
-        let topic = self.kafka.unique_topic("gw");
-        self.kafka.create_topic(&topic, partitions).await.unwrap();
-        topic
-    }
-
-    async fn gateway(&self, tweak: impl FnOnce(&mut GatewayConfig)) -> RunningService {
-        let mut config = GatewayConfig::for_brokers(self.kafka.bootstrap_servers());
-        config.workers = 2;
-        tweak(&mut config);
-        let gateway = RunningService::start(move |l, a, s| sluice_gateway::run(config, l, a, s));
-        gateway.wait_ready(WAIT).await.unwrap();
-        gateway
-    }
-
-    /// Publishes `n` events `{prefix}-{i}` with type `t{i % 2}` and key `k{i % keys}`.
-    async fn publish(&self, topic: &str, prefix: &str, n: usize, keys: usize) {
-        let mut pending = Vec::new();
-        for i in 0..n {
-            let record = OutRecord {
-                topic: topic.to_owned(),
-                key: Some(format!("k{}", i % keys).into_bytes()),
-                value: format!("\"{prefix}-{i}\"").into_bytes(),
-                headers: vec![("sse-event".into(), format!("t{}", i % 2).into_bytes())],
-                timestamp_ms: None,
-            };
-            pending.push(self.producer.enqueue(&record).unwrap());
-        }
-        for p in pending {
-            p.acknowledged().await.unwrap();
-        }
-    }
-
-    async fn open(&self, gateway: &RunningService, path: &str, last_event_id: Option<&str>) -> SseStream {
-        SseStream::connect(&self.http, &gateway.url(path), last_event_id)
-            .await
-            .unwrap()
-    }
-}
-
-async fn read_n(stream: &mut SseStream, n: usize) -> Vec<ParsedEvent> {
-    let mut events = Vec::with_capacity(n);
-    while events.len() < n {
-        match stream.next_event(WAIT).await {
-            Ok(event) => events.push(event),
-            Err(err) => panic!("after {} of {n} events: {err}", events.len()),
-        }
-    }
-    events
-}
-
-fn data(events: &[ParsedEvent]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| serde_json::from_str::<String>(&e.data).unwrap())
-        .collect()
-}
+use support::{data, read_n, Fixture, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_from_earliest_then_tails_live() {

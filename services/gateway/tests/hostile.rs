@@ -4,60 +4,24 @@
 
 use std::time::Duration;
 
-use sluice_gateway::GatewayConfig;
-use sluice_kafka::{KafkaArgs, OutRecord, Producer, ProducerSettings};
-use sluice_testkit::{RunningService, SseStream, TestKafka};
+use sluice_kafka::OutRecord;
+use sluice_testkit::{RunningService, SseStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const WAIT: Duration = Duration::from_secs(30);
+mod support;
 
-struct Fixture {
-    kafka: TestKafka,
-    producer: Producer,
-    http: reqwest::Client,
-}
+use support::{Fixture, WAIT};
 
 impl Fixture {
-    async fn start() -> Self {
-        let kafka = TestKafka::start().await.expect("Kafka for tests");
-        let producer = Producer::new(&KafkaArgs::new(kafka.bootstrap_servers()), ProducerSettings::default()).unwrap();
-        Self {
-            kafka,
-            producer,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn topic(&self) -> String {
-        let topic = self.kafka.unique_topic("hostile");
-        self.kafka.create_topic(&topic, 1).await.unwrap();
-        topic
-    }
-
-    async fn gateway(&self, tweak: impl FnOnce(&mut GatewayConfig)) -> RunningService {
-        let mut config = GatewayConfig::for_brokers(self.kafka.bootstrap_servers());
-        config.workers = 2;
-        tweak(&mut config);
-        let gateway = RunningService::start(move |l, a, s| sluice_gateway::run(config, l, a, s));
-        gateway.wait_ready(WAIT).await.unwrap();
-        gateway
-    }
-
     /// Publishes `n` events whose data is a JSON string of about `size` bytes.
-    async fn publish(&self, topic: &str, n: usize, size: usize) {
+    async fn publish_sized(&self, topic: &str, n: usize, size: usize) {
         let filler = "x".repeat(size);
-        let mut pending = Vec::new();
-        for i in 0..n {
-            let record = OutRecord {
-                topic: topic.to_owned(),
-                value: format!("\"{i}-{filler}\"").into_bytes(),
-                ..OutRecord::default()
-            };
-            pending.push(self.producer.enqueue(&record).unwrap());
-        }
-        for p in pending {
-            p.acknowledged().await.unwrap();
-        }
+        let records = (0..n).map(|i| OutRecord {
+            topic: topic.to_owned(),
+            value: format!("\"{i}-{filler}\"").into_bytes(),
+            ..OutRecord::default()
+        });
+        self.send(records).await;
     }
 }
 
@@ -106,7 +70,7 @@ fn status_line(response: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crafted_queries_and_cursors_get_400_and_the_gateway_keeps_serving() {
     let f = Fixture::start().await;
-    let topic = f.topic().await;
+    let topic = f.topic_with_prefix("hostile", 1).await;
     let gateway = f.gateway(|_| {}).await;
     let path = format!("/v1/streams/{topic}");
     let queries = [
@@ -153,7 +117,7 @@ async fn crafted_queries_and_cursors_get_400_and_the_gateway_keeps_serving() {
     let mut stream = SseStream::connect(&f.http, &gateway.url(&format!("{path}?from=earliest")), None)
         .await
         .unwrap();
-    f.publish(&topic, 1, 10).await;
+    f.publish_sized(&topic, 1, 10).await;
     stream.next_event(WAIT).await.expect("the gateway still serves");
     gateway.stop(WAIT).await.unwrap();
 }
@@ -161,9 +125,9 @@ async fn crafted_queries_and_cursors_get_400_and_the_gateway_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_1_0_client_gets_a_close_delimited_body() {
     let f = Fixture::start().await;
-    let topic = f.topic().await;
+    let topic = f.topic_with_prefix("hostile", 1).await;
     let gateway = f.gateway(|_| {}).await;
-    f.publish(&topic, 1, 10).await;
+    f.publish_sized(&topic, 1, 10).await;
     let request = format!("GET /v1/streams/{topic}?from=earliest HTTP/1.0\r\n\r\n");
     let mut socket = raw(&gateway, request.as_bytes()).await;
     let response = read_until(&mut socket, b"data: \"0-").await;
@@ -187,7 +151,7 @@ async fn an_http_1_0_client_gets_a_close_delimited_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_response_is_nosniff_and_json_answers_are_not_stored() {
     let f = Fixture::start().await;
-    let topic = f.topic().await;
+    let topic = f.topic_with_prefix("hostile", 1).await;
     let gateway = f.gateway(|_| {}).await;
     for (url, status, cache) in [
         (gateway.url("/nowhere"), 404, "no-store"),
@@ -228,10 +192,10 @@ async fn stalled_client(gateway: &RunningService, path: &str) -> tokio::net::Tcp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_catch_ups_give_their_reader_back_so_a_new_client_starts_at_once() {
     let f = Fixture::start().await;
-    let topic = f.topic().await;
+    let topic = f.topic_with_prefix("hostile", 1).await;
     // 20 MB behind a ring of 10 events: every client from earliest reads from Kafka, with one
     // reader between them. The write timeout is far away: stalled clients stay.
-    f.publish(&topic, 200, 100_000).await;
+    f.publish_sized(&topic, 200, 100_000).await;
     let gateway = f
         .gateway(|c| {
             c.max_catchup_readers = 1;

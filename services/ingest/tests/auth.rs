@@ -6,18 +6,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_auth::AuthArgs;
-use sluice_ingest::IngestConfig;
 use sluice_testkit::auth::{unsigned_token, JwksServer, TestKey, TestToken};
-use sluice_testkit::{RunningService, TestKafka};
 
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+mod support;
 
-struct Fixture {
-    kafka: TestKafka,
-    ingest: RunningService,
-    http: reqwest::Client,
-}
+use support::{Fixture, READ_TIMEOUT};
 
 /// Auth flags verifying every committed test key type (HMAC and each public key).
 fn all_keys() -> AuthArgs {
@@ -33,26 +26,8 @@ fn all_keys() -> AuthArgs {
 }
 
 impl Fixture {
-    async fn start(auth: AuthArgs) -> Self {
-        let kafka = TestKafka::start().await.expect("Kafka for tests");
-        let mut config = IngestConfig::for_brokers(kafka.bootstrap_servers());
-        config.workers = 2;
-        config.auth = auth;
-        let ingest = RunningService::start(move |listener, admin, shutdown| {
-            sluice_ingest::run(config, listener, admin, shutdown)
-        });
-        ingest.wait_ready(READY_TIMEOUT).await.expect("ingest ready");
-        Self {
-            kafka,
-            ingest,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn topic(&self) -> String {
-        let topic = self.kafka.unique_topic("auth");
-        self.kafka.create_topic(&topic, 1).await.expect("create topic");
-        topic
+    async fn with_auth(auth: AuthArgs) -> Self {
+        Self::start_with(|config| config.auth = auth).await
     }
 
     /// Posts `body` to `stream` with `authorization` (the whole header value) when given.
@@ -104,16 +79,12 @@ impl Fixture {
             .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
             .collect()
     }
-
-    async fn stop(self) {
-        self.ingest.stop(Duration::from_secs(30)).await.expect("clean stop");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_grants_allow_each_algorithm_family() {
-    let f = Fixture::start(all_keys()).await;
-    let topic = f.topic().await;
+    let f = Fixture::with_auth(all_keys()).await;
+    let topic = f.topic_with_prefix("auth", 1).await;
     for (i, key) in [TestKey::Hmac, TestKey::Rsa, TestKey::EcP256, TestKey::Ed25519]
         .into_iter()
         .enumerate()
@@ -131,8 +102,8 @@ async fn publish_grants_allow_each_algorithm_family() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_has_its_status_reason_and_challenge() {
-    let f = Fixture::start(all_keys()).await;
-    let topic = f.topic().await;
+    let f = Fixture::with_auth(all_keys()).await;
+    let topic = f.topic_with_prefix("auth", 1).await;
     let event = json!({"data": "x"});
     let grant = json!([topic]);
     let cases: Vec<(&str, Option<String>, u16, &str)> = vec![
@@ -228,8 +199,8 @@ async fn every_refusal_has_its_status_reason_and_challenge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_is_checked_before_the_body_is_read() {
-    let f = Fixture::start(all_keys()).await;
-    let topic = f.topic().await;
+    let f = Fixture::with_auth(all_keys()).await;
+    let topic = f.topic_with_prefix("auth", 1).await;
     // A body that is not even JSON: a refusal by auth must come first.
     let response = f
         .http
@@ -256,8 +227,8 @@ async fn the_token_is_checked_before_the_body_is_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_limited_publisher_writing_another_key_writes_nothing() {
-    let f = Fixture::start(all_keys()).await;
-    let topic = f.topic().await;
+    let f = Fixture::with_auth(all_keys()).await;
+    let topic = f.topic_with_prefix("auth", 1).await;
     let token = TestToken::new(TestKey::Rsa)
         .publish(json!([{"stream": topic, "keys": ["user-42", "user-43"]}]))
         .mint();
@@ -286,8 +257,8 @@ async fn a_key_limited_publisher_writing_another_key_writes_nothing() {
 async fn anonymous_ingest_still_verifies_tokens_it_is_given() {
     let mut auth = AuthArgs::anonymous();
     auth.jwt_hmac_secret_file = Some(TestKey::Hmac.verify_file());
-    let f = Fixture::start(auth).await;
-    let topic = f.topic().await;
+    let f = Fixture::with_auth(auth).await;
+    let topic = f.topic_with_prefix("auth", 1).await;
     assert_eq!(f.post(&topic, None, &json!({"data": 1})).await.0, 200);
     let expired = TestToken::new(TestKey::Hmac)
         .publish(json!(["*"]))
@@ -300,12 +271,12 @@ async fn anonymous_ingest_still_verifies_tokens_it_is_given() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwks_rotation_is_followed_without_a_restart() {
     let idp = JwksServer::start(&[(TestKey::Rsa, "2026-a")]).await.unwrap();
-    let f = Fixture::start(AuthArgs {
+    let f = Fixture::with_auth(AuthArgs {
         jwks_url: Some(idp.url().into()),
         ..AuthArgs::default()
     })
     .await;
-    let topic = f.topic().await;
+    let topic = f.topic_with_prefix("auth", 1).await;
     let old = TestToken::new(TestKey::Rsa)
         .kid("2026-a")
         .publish(json!([topic]))

@@ -6,19 +6,13 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use sluice_ingest::IngestConfig;
 use sluice_testkit::{RunningService, TestKafka};
 
-const WAIT: Duration = Duration::from_secs(30);
+mod support;
 
-async fn start(kafka: &TestKafka, tweak: impl FnOnce(&mut IngestConfig)) -> RunningService {
-    let mut config = IngestConfig::for_brokers(kafka.bootstrap_servers());
-    config.workers = 2;
-    tweak(&mut config);
-    let ingest = RunningService::start(move |l, a, s| sluice_ingest::run(config, l, a, s));
-    ingest.wait_ready(WAIT).await.expect("ingest ready");
-    ingest
-}
+use support::start_ingest;
+
+const WAIT: Duration = Duration::from_secs(30);
 
 async fn post(ingest: &RunningService, stream: &str, content_type: &str, body: &str) -> (u16, String) {
     let response = reqwest::Client::new()
@@ -56,7 +50,7 @@ async fn a_body_that_stops_arriving_gets_408_in_time_and_nothing_is_written() {
     let topic = kafka.unique_topic("stall");
     kafka.create_topic(&topic, 1).await.unwrap();
     let deadline = Duration::from_millis(700);
-    let ingest = start(&kafka, |c| c.body_timeout = deadline).await;
+    let ingest = start_ingest(&kafka, |c| c.body_timeout = deadline).await;
     let path = format!("/v1/streams/{topic}/events");
 
     let short = format!(
@@ -102,7 +96,7 @@ async fn data_reaches_kafka_byte_for_byte_in_every_body_format() {
     let kafka = TestKafka::start().await.unwrap();
     let topic = kafka.unique_topic("exact");
     kafka.create_topic(&topic, 1).await.unwrap();
-    let ingest = start(&kafka, |_| {}).await;
+    let ingest = start_ingest(&kafka, |_| {}).await;
 
     let mut expected = Vec::new();
     for data in EXACT_DATA {
@@ -133,7 +127,7 @@ async fn data_reaches_kafka_byte_for_byte_in_every_body_format() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_to_a_missing_stream_is_404_and_creates_no_topic() {
     let kafka = TestKafka::start().await.unwrap();
-    let ingest = start(&kafka, |_| {}).await;
+    let ingest = start_ingest(&kafka, |_| {}).await;
     let missing = kafka.unique_topic("missing");
     for _ in 0..3 {
         let (status, reply) = post(&ingest, &missing, "application/json", r#"{"data":1}"#).await;
@@ -163,7 +157,7 @@ async fn publishing_to_a_missing_stream_is_404_and_creates_no_topic() {
 async fn with_auto_create_a_publish_to_a_missing_stream_creates_its_topic() {
     let kafka = TestKafka::start().await.unwrap();
     let creator = kafka.topic_creator();
-    let ingest = start(&kafka, |c| {
+    let ingest = start_ingest(&kafka, |c| {
         c.auto_create_streams = true;
         c.auto_create_partitions = 3;
         c.topic_creator = creator.map(|c| std::sync::Arc::new(c) as std::sync::Arc<dyn sluice_kafka::TopicCreator>);

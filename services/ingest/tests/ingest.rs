@@ -6,46 +6,13 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice_ingest::IngestConfig;
 use sluice_kafka::murmur2::partition_for_key;
-use sluice_testkit::{RunningService, TestKafka};
 
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+mod support;
 
-struct Fixture {
-    kafka: TestKafka,
-    ingest: RunningService,
-    http: reqwest::Client,
-}
+use support::{Fixture, READ_TIMEOUT};
 
 impl Fixture {
-    async fn start() -> Self {
-        Self::start_with(|_| {}).await
-    }
-
-    async fn start_with(tweak: impl FnOnce(&mut IngestConfig)) -> Self {
-        let kafka = TestKafka::start().await.expect("Kafka for tests");
-        let mut config = IngestConfig::for_brokers(kafka.bootstrap_servers());
-        config.workers = 2;
-        tweak(&mut config);
-        let ingest = RunningService::start(move |listener, admin, shutdown| {
-            sluice_ingest::run(config, listener, admin, shutdown)
-        });
-        ingest.wait_ready(READY_TIMEOUT).await.expect("ingest ready");
-        Self {
-            kafka,
-            ingest,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn topic(&self, partitions: i32) -> String {
-        let topic = self.kafka.unique_topic("ingest");
-        self.kafka.create_topic(&topic, partitions).await.expect("create topic");
-        topic
-    }
-
     async fn post(&self, stream: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
         let response = self
             .http
@@ -70,10 +37,6 @@ impl Fixture {
         let body = json!([{"key": data[0], "data": data[0]}, {"key": data[1], "data": data[1]}]);
         let (status, reply) = self.post_json(stream, body).await;
         (status, reply, data)
-    }
-
-    async fn stop(self) {
-        self.ingest.stop(Duration::from_secs(30)).await.expect("clean stop");
     }
 }
 
