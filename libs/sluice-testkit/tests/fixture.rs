@@ -49,7 +49,15 @@ async fn embedded_broker_can_be_taken_down_and_brought_back() {
         value: b"x".to_vec(),
         ..OutRecord::default()
     };
-    producer.send(&record).await.unwrap();
+    // The first record to a new topic waits for its metadata: on a loaded machine that can take
+    // longer than the short delivery timeout this test needs for the broker-down part.
+    sluice_testkit::eventually(
+        "the first record to be acknowledged",
+        Duration::from_secs(60),
+        || async { producer.send(&record).await.ok() },
+    )
+    .await
+    .unwrap();
 
     kafka.set_brokers_up(false).unwrap();
     let err = producer.send(&record).await.unwrap_err();
