@@ -10,6 +10,8 @@
 //! - [`directory::TopicDirectory`]: which topics exist, cached so floods of unknown stream names
 //!   neither reach Kafka per request nor grow memory; [`create::TopicCreator`]: creating a
 //!   topic on purpose. No client of this crate creates a topic by asking about it.
+//! - [`headers`]: the record header names (`sse-event`, `content-type`, `traceparent`) every
+//!   producer and reader shares.
 //! - [`murmur2`]: the key → partition function every Kafka producer agrees on, so a reader can
 //!   compute which partition a key lives in without asking anyone.
 //! - [`embedded::EmbeddedBroker`]: librdkafka's in-process mock cluster, reached over the real
@@ -23,6 +25,7 @@ pub mod create;
 pub mod directory;
 pub mod embedded;
 mod error;
+pub mod headers;
 pub mod metadata;
 pub mod murmur2;
 pub mod producer;

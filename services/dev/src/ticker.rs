@@ -39,7 +39,7 @@ pub async fn run(producer: Producer, topic: String, interval: Duration, stop: Ca
             key: Some(SYMBOLS[i].0.as_bytes().to_vec()),
             value: data.to_string().into_bytes(),
             headers: vec![
-                ("sse-event".to_owned(), b"tick".to_vec()),
+                (sluice_kafka::headers::EVENT_TYPE.to_owned(), b"tick".to_vec()),
                 ("content-type".to_owned(), b"application/json".to_vec()),
             ],
             timestamp_ms: None,

@@ -14,12 +14,9 @@ use sluice_kafka::{Delivered, KafkaError, OutRecord, Producer};
 use crate::event::Event;
 use crate::metrics::{FailureLabel, IngestMetrics, StreamLabel};
 
-/// Kafka record header carrying the SSE event type.
-pub const HEADER_EVENT_TYPE: &str = "sse-event";
-/// Kafka record header carrying the media type of the value.
-pub const HEADER_CONTENT_TYPE: &str = "content-type";
-/// Kafka record header carrying the W3C trace context.
-pub const HEADER_TRACEPARENT: &str = "traceparent";
+use sluice_kafka::headers::{
+    CONTENT_TYPE as HEADER_CONTENT_TYPE, EVENT_TYPE as HEADER_EVENT_TYPE, TRACEPARENT as HEADER_TRACEPARENT,
+};
 
 /// Why one event was not written.
 #[derive(Debug)]
