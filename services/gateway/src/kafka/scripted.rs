@@ -102,6 +102,18 @@ impl ScriptedSource {
 
     /// Appends a record with `data` (and `key`) to `partition`; returns its offset.
     pub fn record(&self, topic: &str, partition: usize, key: Option<&str>, data: &str) -> i64 {
+        self.typed_record(topic, partition, None, key, data)
+    }
+
+    /// [`ScriptedSource::record`] with an `sse-event` header.
+    pub fn typed_record(
+        &self,
+        topic: &str,
+        partition: usize,
+        event_type: Option<&str>,
+        key: Option<&str>,
+        data: &str,
+    ) -> i64 {
         self.push(topic, partition, |offset| {
             Slot::Record(Record {
                 partition: partition as u32,
@@ -109,7 +121,10 @@ impl ScriptedSource {
                 timestamp_ms: 1,
                 key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
                 value: Some(Bytes::copy_from_slice(data.as_bytes())),
-                headers: RecordHeaders::default(),
+                headers: RecordHeaders {
+                    event_type: event_type.map(|t| Bytes::copy_from_slice(t.as_bytes())),
+                    traceparent: None,
+                },
             })
         })
     }
