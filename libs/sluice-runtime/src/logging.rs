@@ -1,4 +1,6 @@
-//! Logs through `tracing`, for people (`human`) or for log pipelines (`json`).
+//! Logs through `tracing`, for people (`human`) or for log pipelines (`json`), and — when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set — spans to OpenTelemetry through the same subscriber.
+//! JSON lines written inside a traced span carry `trace_id` and `span_id`.
 //!
 //! No client may write ERROR lines at will: actix's HTTP/1 codec logs a malformed or oversized
 //! request (which it already answers with 400 or a close) at ERROR, so its target is off unless
@@ -8,7 +10,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// actix's HTTP/1 protocol handling: every line it logs is about one connection's bytes.
 const CLIENT_PROTOCOL_TARGET: &str = "actix_http::h1";
@@ -35,16 +39,38 @@ pub struct LogArgs {
 /// Installs the global subscriber. Logs go to stderr so stdout stays free for machine-readable
 /// lines such as `sluice-dev`'s `KAFKA_BOOTSTRAP=…`.
 pub fn init(args: &LogArgs) -> Result<(), String> {
+    init_with_telemetry(args, None)
+}
+
+/// [`init`], plus the OpenTelemetry layer when tracing is on. `--log` filters log lines only:
+/// the spans Sluice makes for tracing are exported whatever the log level.
+pub fn init_with_telemetry(args: &LogArgs, telemetry: Option<&sluice_telemetry::Telemetry>) -> Result<(), String> {
     let filter =
         EnvFilter::try_new(filter_directives(&args.filter)).map_err(|e| format!("--log {:?}: {e}", args.filter))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match args.format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match args.format {
+        LogFormat::Human => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => {
+            let json = tracing_subscriber::fmt::format()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false);
+            fmt.json()
+                .event_format(sluice_telemetry::logs::WithTraceIds::new(json))
+                .with_filter(filter)
+                .boxed()
+        }
     };
-    result.map_err(|e| format!("cannot install the logger: {e}"))
+    let mut layers = vec![logs];
+    if let Some(telemetry) = telemetry {
+        // Spans only: log events stay out of traces (they are in the logs, with the ids).
+        let spans = tracing_subscriber::filter::filter_fn(|meta| meta.is_span());
+        layers.push(telemetry.layer().with_filter(spans).boxed());
+    }
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|e| format!("cannot install the logger: {e}"))
 }
 
 /// The operator's filter, with actix's per-connection protocol errors off unless it names them.

@@ -1,5 +1,6 @@
-//! The `main` every Sluice service shares: flags → validation → logging → listeners → run until
-//! a signal → exit code. A service's binary is then one line.
+//! The `main` every Sluice service shares: flags → validation → tracing and logging → listeners
+//! → run until a signal → drain → flush the spans → exit code. A service's binary is then one
+//! line.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -45,7 +46,8 @@ pub async fn main<S: Service>() {
     if let Err(reason) = config.validate() {
         config_error(reason);
     }
-    if let Err(reason) = crate::logging::init(config.log()) {
+    let telemetry = start_telemetry(S::command().get_name());
+    if let Err(reason) = crate::logging::init_with_telemetry(config.log(), telemetry.as_ref()) {
         config_error(reason);
     }
     let (public, admin) = config.listen();
@@ -54,11 +56,27 @@ pub async fn main<S: Service>() {
     let admin_listener =
         crate::net::bind(admin, ADMIN_BACKLOG).unwrap_or_else(|e| config_error(format!("--admin-listen {admin}: {e}")));
     let shutdown = crate::shutdown::on_signal();
-    if let Err(err) = config.run(listener, admin_listener, shutdown).await {
+    let result = config.run(listener, admin_listener, shutdown).await;
+    // After the drain: spans of the last requests are still batched.
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
+    if let Err(err) = result {
         if err.is_config() {
             config_error(err);
         }
         tracing::error!(error = %err, "stopped with an error");
         std::process::exit(1);
+    }
+}
+
+/// The OTLP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set; a bad
+/// `OTEL_*` value is a configuration error. `service_name` unless `OTEL_SERVICE_NAME` says
+/// otherwise.
+pub fn start_telemetry(service_name: &str) -> Option<sluice_telemetry::Telemetry> {
+    match sluice_telemetry::init_from_env(service_name) {
+        Ok(sluice_telemetry::Init::Enabled(telemetry)) => Some(telemetry),
+        Ok(sluice_telemetry::Init::Disabled) => None,
+        Err(err) => config_error(err),
     }
 }
