@@ -373,7 +373,11 @@ impl Feed {
 
 impl Sink for Feed {
     fn record(&self, record: Record) {
-        self.append(&record);
+        let subscribers = self.subscribers.load(Ordering::Relaxed);
+        match crate::trace::consumer_span(&self.stream, &self.topic, &record, subscribers) {
+            Some(span) => span.in_scope(|| self.append(&record)),
+            None => self.append(&record),
+        };
     }
 
     fn advance(&self, position: Position) {

@@ -19,6 +19,8 @@
 //!   [`request`] parses the query; [`error`] maps every refusal to HTTP once.
 //! - [`runtime::Runtime`] is what the parts share while running: metrics, the drain signal,
 //!   the catch-up reader slots and the task trackers shutdown awaits.
+//! - [`trace`]: OpenTelemetry spans (a consumer span per sampled record, one per stream opened),
+//!   made only while tracing is on.
 
 pub mod access;
 pub mod body;
@@ -36,6 +38,7 @@ pub mod ring;
 pub mod runtime;
 pub mod server;
 pub mod subscriber;
+pub mod trace;
 
 use std::net::TcpListener;
 

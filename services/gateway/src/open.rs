@@ -9,6 +9,7 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::FutureExt as _;
 use sluice_sse::Cursor;
+use tracing::Instrument as _;
 
 use crate::feed::Feed;
 use crate::kafka::RecordSource;
@@ -23,7 +24,21 @@ pub(crate) async fn stream_events(
     stream: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let result = open_stream(&request, &stream, &state).await;
+    let result = if sluice_telemetry::enabled() {
+        let span = crate::trace::open_span(&request, &stream);
+        let result = open_stream(&request, &stream, &state).instrument(span.clone()).await;
+        let status = match &result {
+            Ok(response) => response.status(),
+            Err(err) => actix_web::ResponseError::status_code(err),
+        };
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    } else {
+        open_stream(&request, &stream, &state).await
+    };
     if let Err(err) = &result {
         state
             .metrics()
@@ -68,6 +83,9 @@ async fn open_stream(
     let lease = state.hub.subscribe(stream, &topic).await?;
     let source = state.hub.source().clone();
     let start = start_position(source.as_ref(), &lease.feed, cursor, query.from).await?;
+    if sluice_telemetry::enabled() {
+        record_start(&lease.feed, &start);
+    }
     let socket = request.conn_data::<SocketFd>().map(|s| s.0);
     let (out, body) = Out::channel(state.timing.max_queued_bytes, socket, state.timing.write_timeout);
     let subscriber = Subscriber::new(
@@ -99,6 +117,21 @@ async fn open_stream(
             .set_connection_type(actix_web::http::ConnectionType::Close);
     }
     Ok(response)
+}
+
+/// What the open span can say cheaply: where the subscriber starts (memory holds its position,
+/// or it reads Kafka first) and, for a cursor, whether it resumes exactly or with a gap (a
+/// partition reset; gaps found later, while reading Kafka, are not known here).
+fn record_start(feed: &Feed, start: &Start) {
+    let span = tracing::Span::current();
+    let partitions: Vec<usize> = (0..feed.partitions()).collect();
+    let memory = feed.memory_start(&start.position.offsets, &partitions).is_some();
+    span.record("sluice.start", if memory { "memory" } else { "kafka" });
+    span.record("sluice.resumed", start.resumed);
+    if start.resumed {
+        span.record("sluice.resume", if start.resets.is_empty() { "exact" } else { "gap" });
+        span.record("sluice.resets", start.resets.len() as u64);
+    }
 }
 
 fn acquire_slot(state: &AppState) -> Result<ConnectionSlot, GatewayError> {

@@ -43,6 +43,7 @@ use rand::Rng as _;
 use sluice_auth::{Access, AuthError, Authenticator};
 use sluice_kafka::{Producer, StreamCatalog};
 use sluice_runtime::{AdminServer, CancellationToken, Readiness};
+use tracing::Instrument as _;
 
 pub use config::IngestConfig;
 use error::IngestError;
@@ -247,10 +248,31 @@ pub async fn run(
 async fn publish_events(
     request: HttpRequest,
     stream: web::Path<String>,
-    mut payload: web::Payload,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, IngestError> {
     let stream = stream.into_inner();
+    if !sluice_telemetry::enabled() {
+        return handle_publish(request, stream, payload, state).await;
+    }
+    let span = trace::server_span(&request, &stream);
+    let result = handle_publish(request, stream, payload, state)
+        .instrument(span.clone())
+        .await;
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(err) => actix_web::ResponseError::status_code(err),
+    };
+    trace::record_status(&span, status.as_u16());
+    result
+}
+
+async fn handle_publish(
+    request: HttpRequest,
+    stream: String,
+    mut payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, IngestError> {
     let access = authorize(&request, &stream, &state).await?;
     let topic = state.catalog.topic_for(&stream)?;
     let content_type = request.headers().get("content-type").and_then(|v| v.to_str().ok());

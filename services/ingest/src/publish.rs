@@ -58,9 +58,11 @@ pub struct Outcome {
     pub results: Vec<Result<Delivered, Failure>>,
 }
 
-/// Produces `events` to `topic` and waits for every acknowledgement or failure.
+/// Produces `events` to `topic` and waits for every acknowledgement or failure. Each record
+/// carries `traceparent`, or — with tracing on — the context of its own producer span.
 pub async fn publish(producer: &Producer, topic: &str, events: Vec<Event>, traceparent: &str) -> Outcome {
     let mut handed: Vec<Result<sluice_kafka::Pending, Failure>> = Vec::with_capacity(events.len());
+    let mut spans: Vec<Option<tracing::Span>> = Vec::new();
     let mut refused: Option<String> = None;
     for event in events {
         if let Some(reason) = &refused {
@@ -68,7 +70,23 @@ pub async fn publish(producer: &Producer, topic: &str, events: Vec<Event>, trace
             handed.push(Err(Failure::NotSent(err)));
             continue;
         }
-        match producer.enqueue(&record(topic, event, traceparent)) {
+        let mut record = record(topic, event);
+        if sluice_telemetry::enabled() {
+            let span = crate::trace::producer_span(topic);
+            record.headers.extend(
+                crate::trace::headers_for(&span)
+                    .into_iter()
+                    .map(|(name, value)| (name, value.into_bytes())),
+            );
+            spans.resize(handed.len(), None);
+            spans.push(Some(span));
+        }
+        if !record.headers.iter().any(|(name, _)| name == HEADER_TRACEPARENT) {
+            record
+                .headers
+                .push((HEADER_TRACEPARENT.to_owned(), traceparent.as_bytes().to_vec()));
+        }
+        match producer.enqueue(&record) {
             Ok(pending) => handed.push(Ok(pending)),
             Err(err) => {
                 refused = Some(err.to_string());
@@ -91,16 +109,33 @@ pub async fn publish(producer: &Producer, topic: &str, events: Vec<Event>, trace
         }
     }))
     .await;
+    for (span, result) in spans.iter().zip(&results) {
+        if let Some(span) = span {
+            end_producer_span(span, result);
+        }
+    }
     Outcome { results }
 }
 
-fn record(topic: &str, event: Event, traceparent: &str) -> OutRecord {
-    let mut headers = Vec::with_capacity(3);
+fn end_producer_span(span: &tracing::Span, result: &Result<Delivered, Failure>) {
+    match result {
+        Ok(delivered) => {
+            span.record("messaging.destination.partition.id", delivered.partition.to_string());
+            span.record("messaging.kafka.offset", delivered.offset);
+        }
+        Err(_) => {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
+/// The record of one event; the trace headers are added by the caller.
+fn record(topic: &str, event: Event) -> OutRecord {
+    let mut headers = Vec::with_capacity(4);
     if let Some(event_type) = event.event_type {
         headers.push((HEADER_EVENT_TYPE.to_owned(), event_type.into_bytes()));
     }
     headers.push((HEADER_CONTENT_TYPE.to_owned(), b"application/json".to_vec()));
-    headers.push((HEADER_TRACEPARENT.to_owned(), traceparent.as_bytes().to_vec()));
     OutRecord {
         topic: topic.to_owned(),
         key: event.key.map(String::into_bytes),

@@ -1,10 +1,68 @@
 //! W3C `traceparent` propagation from the HTTP request to the Kafka record.
 //!
-//! A valid incoming header is passed on unchanged, so the producer's trace continues through
-//! Kafka to the gateway. Without one, ingest starts a trace of its own, so every record carries
-//! an id that logs on both sides can be joined on.
+//! With tracing off (no `OTEL_EXPORTER_OTLP_ENDPOINT`), a valid incoming header is passed on
+//! unchanged, so the producer's trace continues through Kafka to the gateway; without one,
+//! ingest starts a trace of its own, so every record carries an id that logs on both sides can
+//! be joined on. No span is made.
+//!
+//! With tracing on, each request gets a server span (child of the incoming `traceparent`) and
+//! each event a producer span under it, whose context becomes the record's `traceparent`: the
+//! gateway's consumer span is then that producer span's child.
 
+use actix_web::HttpRequest;
 use rand::Rng;
+use sluice_telemetry::propagation;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// The server span of one publish request, child of the request's trace context.
+pub fn server_span(request: &HttpRequest, stream: &str) -> tracing::Span {
+    let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let span = tracing::info_span!(
+        "publish_events",
+        otel.name = "POST /v1/streams/{stream}/events",
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = "POST",
+        http.route = "/v1/streams/{stream}/events",
+        http.response.status_code = Empty,
+        sluice.stream = %stream,
+    );
+    // The parent must be set before the span is first used: that is when it is built.
+    let _ = span.set_parent(propagation::extract(
+        header(propagation::TRACEPARENT),
+        header(propagation::TRACESTATE),
+    ));
+    span
+}
+
+/// Records the answer on the request's server span.
+pub fn record_status(span: &tracing::Span, status: u16) {
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// The producer span of one event (a child of the current span), ended when Kafka answers.
+pub fn producer_span(topic: &str) -> tracing::Span {
+    tracing::info_span!(
+        "send",
+        otel.name = %format_args!("send {topic}"),
+        otel.kind = "producer",
+        otel.status_code = Empty,
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = %topic,
+        messaging.destination.partition.id = Empty,
+        messaging.kafka.offset = Empty,
+    )
+}
+
+/// The record headers that carry `span`'s context (`traceparent`, and `tracestate` if any).
+pub fn headers_for(span: &tracing::Span) -> Vec<(String, String)> {
+    propagation::inject(&span.context())
+}
 
 /// The `traceparent` to write on the records of this request.
 pub fn traceparent(incoming: Option<&str>) -> String {
