@@ -14,10 +14,13 @@
 //!   [`auth::JwksServer`], a local key set a test can rotate.
 //! - [`proxy::RoundRobinProxy`]: an ingress stand-in — round robin, no stickiness — that records
 //!   the requests passing through.
+//! - [`otlp::OtlpReceiver`]: a test OTLP trace receiver (gRPC and HTTP/protobuf), keeping the
+//!   spans the services export.
 
 pub mod auth;
 pub mod browser;
 pub mod kafka;
+pub mod otlp;
 pub mod process;
 pub mod proxy;
 pub mod service;

@@ -193,6 +193,17 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `binary` against `brokers` with `extra` flags and waits until `/readyz` is 200.
     pub async fn start(binary: &str, brokers: &str, extra: &[&str], timeout: Duration) -> anyhow::Result<Self> {
+        Self::start_with_env(binary, brokers, extra, &[], timeout).await
+    }
+
+    /// [`ServiceProcess::start`] with extra environment variables (e.g. `OTEL_*`).
+    pub async fn start_with_env(
+        binary: &str,
+        brokers: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let (listen, admin) = (free_local_addr(), free_local_addr());
         let mut args = vec![
             format!("--listen={listen}"),
@@ -200,7 +211,7 @@ impl ServiceProcess {
             format!("--kafka-brokers={brokers}"),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Child::spawn(binary, &args, &[])?;
+        let child = Child::spawn(binary, &args, env)?;
         wait_ready(admin, timeout).await?;
         Ok(Self { child, listen, admin })
     }
