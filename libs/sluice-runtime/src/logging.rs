@@ -48,6 +48,7 @@ pub fn init_with_telemetry(args: &LogArgs, telemetry: Option<&sluice_telemetry::
     let filter =
         EnvFilter::try_new(filter_directives(&args.filter)).map_err(|e| format!("--log {:?}: {e}", args.filter))?;
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let mut attach = None;
     let logs: Box<dyn Layer<Registry> + Send + Sync> = match args.format {
         LogFormat::Human => fmt.with_filter(filter).boxed(),
         LogFormat::Json => {
@@ -55,10 +56,9 @@ pub fn init_with_telemetry(args: &LogArgs, telemetry: Option<&sluice_telemetry::
                 .json()
                 .flatten_event(true)
                 .with_current_span(false);
-            fmt.json()
-                .event_format(sluice_telemetry::logs::WithTraceIds::new(json))
-                .with_filter(filter)
-                .boxed()
+            let (format, handle) = sluice_telemetry::logs::WithTraceIds::new(json);
+            attach = Some(handle);
+            fmt.json().event_format(format).with_filter(filter).boxed()
         }
     };
     let mut layers = vec![logs];
@@ -70,7 +70,11 @@ pub fn init_with_telemetry(args: &LogArgs, telemetry: Option<&sluice_telemetry::
     tracing_subscriber::registry()
         .with(layers)
         .try_init()
-        .map_err(|e| format!("cannot install the logger: {e}"))
+        .map_err(|e| format!("cannot install the logger: {e}"))?;
+    if let Some(attach) = attach {
+        attach.to_current();
+    }
+    Ok(())
 }
 
 /// The operator's filter, with actix's per-connection protocol errors off unless it names them.

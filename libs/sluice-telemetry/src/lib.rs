@@ -170,6 +170,50 @@ mod tests {
             .unwrap_or(0)
     }
 
+    /// Writes what the logger formats into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Part of the test below: trace ids need tracing on, which is process-wide.
+    fn json_lines_in_a_span_carry_its_ids(telemetry: &Telemetry) {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let json = tracing_subscriber::fmt::format().json().flatten_event(true);
+        let (format, attach) = logs::WithTraceIds::new(json);
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .event_format(format)
+                    .with_writer(move || writer.clone()),
+            )
+            .with(telemetry.layer());
+        tracing::subscriber::with_default(subscriber, || {
+            attach.to_current();
+            tracing::info!("outside");
+            let span = tracing::info_span!("work");
+            span.in_scope(|| tracing::info!("inside"));
+        });
+        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].get("trace_id").is_none(), "{text}");
+        assert_eq!(lines[1]["message"], "inside");
+        assert_eq!(lines[1]["trace_id"].as_str().map(str::len), Some(32), "{text}");
+        assert_eq!(lines[1]["span_id"].as_str().map(str::len), Some(16), "{text}");
+    }
+
     #[tokio::test]
     async fn without_an_endpoint_nothing_is_built_and_with_one_the_exporter_runs() {
         let none = Settings::from_lookup("sluice-test", |_| None).unwrap();
@@ -188,6 +232,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(batch_threads(), 1);
+        json_lines_in_a_span_carry_its_ids(&telemetry);
         telemetry.shutdown().await;
         assert!(!enabled());
     }

@@ -3,8 +3,16 @@
 //! [`WithTraceIds`] wraps a JSON event format: a line written inside a span that OpenTelemetry
 //! knows gets `"trace_id"` and `"span_id"` fields. Lines outside any span, and every line while
 //! tracing is off, are written by the inner format unchanged.
+//!
+//! The ids live in the OpenTelemetry layer of the same subscriber, which a formatter cannot
+//! reach through `tracing`'s current dispatcher (inside a subscriber's callback that is the
+//! no-op one, by design against re-entry); so the subscriber, once installed, is handed to the
+//! format through [`Attach`].
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use tracing::dispatcher::WeakDispatch;
 
 use opentelemetry::trace::TraceContextExt as _;
 use tracing::{Event, Subscriber};
@@ -16,12 +24,32 @@ use tracing_subscriber::registry::LookupSpan;
 #[derive(Debug, Clone)]
 pub struct WithTraceIds<F> {
     inner: F,
+    dispatch: Arc<OnceLock<WeakDispatch>>,
+}
+
+/// Hands the installed subscriber to its [`WithTraceIds`] format.
+#[derive(Debug, Clone)]
+pub struct Attach(Arc<OnceLock<WeakDispatch>>);
+
+impl Attach {
+    /// Call once the subscriber holding the format is the current default (after `try_init`,
+    /// or inside `with_default`): until then lines carry no ids.
+    pub fn to_current(&self) {
+        let _ = self.0.set(tracing::dispatcher::get_default(|d| d.downgrade()));
+    }
 }
 
 impl<F> WithTraceIds<F> {
     /// `inner` must write one JSON object per event.
-    pub fn new(inner: F) -> Self {
-        Self { inner }
+    pub fn new(inner: F) -> (Self, Attach) {
+        let dispatch = Arc::new(OnceLock::new());
+        (
+            Self {
+                inner,
+                dispatch: dispatch.clone(),
+            },
+            Attach(dispatch),
+        )
     }
 }
 
@@ -32,7 +60,11 @@ where
     F: FormatEvent<S, N>,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let ids = if crate::enabled() { current_ids(ctx) } else { None };
+        let ids = if crate::enabled() {
+            self.dispatch.get().and_then(|d| current_ids(ctx, &d.upgrade()?))
+        } else {
+            None
+        };
         let Some((trace_id, span_id)) = ids else {
             return self.inner.format_event(ctx, writer, event);
         };
@@ -48,13 +80,13 @@ where
     }
 }
 
-fn current_ids<S, N>(ctx: &FmtContext<'_, S, N>) -> Option<(String, String)>
+fn current_ids<S, N>(ctx: &FmtContext<'_, S, N>, dispatch: &tracing::Dispatch) -> Option<(String, String)>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
     let id = ctx.lookup_current()?.id();
-    let cx = tracing::dispatcher::get_default(|dispatch| tracing_opentelemetry::get_otel_context(&id, dispatch))?;
+    let cx = tracing_opentelemetry::get_otel_context(&id, dispatch)?;
     let span = cx.span();
     let context = span.span_context();
     context

@@ -89,7 +89,10 @@ const DEV_PARTITIONS: i32 = 4;
 #[tokio::main]
 async fn main() {
     let config: DevConfig = parse_or_exit();
-    if let Err(reason) = sluice_runtime::logging::init(&config.log) {
+    // One process, one exporter: ingest's and the gateways' spans all come from `sluice-dev`
+    // unless OTEL_SERVICE_NAME says otherwise.
+    let telemetry = sluice_runtime::service::start_telemetry("sluice-dev");
+    if let Err(reason) = sluice_runtime::logging::init_with_telemetry(&config.log, telemetry.as_ref()) {
         config_error(reason);
     }
     let shutdown = sluice_runtime::shutdown::on_signal();
@@ -230,6 +233,9 @@ async fn main() {
             failed = true;
             shutdown.cancel();
         }
+    }
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
     }
     drop(broker);
     drop(dev_auth);

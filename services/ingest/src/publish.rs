@@ -63,6 +63,15 @@ pub struct Outcome {
 pub async fn publish(producer: &Producer, topic: &str, events: Vec<Event>, traceparent: &str) -> Outcome {
     let mut handed: Vec<Result<sluice_kafka::Pending, Failure>> = Vec::with_capacity(events.len());
     let mut spans: Vec<Option<tracing::Span>> = Vec::new();
+    // An unsampled request (most of them, at a low ratio) makes no span per event: its records
+    // carry the request span's context, unsampled, so gateways make none either.
+    let traced = sluice_telemetry::enabled();
+    let per_event_spans = traced && crate::trace::current_is_sampled();
+    let shared_headers = if traced && !per_event_spans {
+        crate::trace::headers_for(&tracing::Span::current())
+    } else {
+        Vec::new()
+    };
     let mut refused: Option<String> = None;
     for event in events {
         if let Some(reason) = &refused {
@@ -71,7 +80,12 @@ pub async fn publish(producer: &Producer, topic: &str, events: Vec<Event>, trace
             continue;
         }
         let mut record = record(topic, event);
-        if sluice_telemetry::enabled() {
+        record.headers.extend(
+            shared_headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.as_bytes().to_vec())),
+        );
+        if per_event_spans {
             let span = crate::trace::producer_span(topic);
             record.headers.extend(
                 crate::trace::headers_for(&span)
