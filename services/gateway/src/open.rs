@@ -23,6 +23,7 @@ pub(crate) async fn stream_events(
     stream: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
+    state.metrics().connection_attempts.inc();
     let result = open_stream(&request, &stream, &state).await;
     if let Err(err) = &result {
         state
