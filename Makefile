@@ -59,12 +59,13 @@ define need_docker
 endef
 
 .PHONY: up
-up: ## Build the images and run the stack with Apache Kafka in Docker: nginx :8080, ingest :8090, Prometheus :9095, Kafka :9092
+up: ## Build the images and run the stack with Apache Kafka in Docker: nginx :8080, ingest :8090, Prometheus :9095, Grafana :3000, Kafka :9092
 	$(need_docker)
 	$(COMPOSE) up --build --wait
 	@echo "SLUICE_URL=http://127.0.0.1:8080          (nginx: GET /v1/streams/{stream} → gateways, POST /v1/streams/{stream}/events → ingest)"
 	@echo "INGEST_URL=http://127.0.0.1:8090          (ingest, direct)"
 	@echo "PROMETHEUS_URL=http://127.0.0.1:9095"
+	@echo "GRAFANA_URL=http://127.0.0.1:3000           (dashboards: folder Sluice)"
 	@echo "KAFKA_BOOTSTRAP=localhost:9092            (producers on this host)"
 	@echo "Streams: demo, ticker. Try: curl -N http://127.0.0.1:8080/v1/streams/demo  (docs/compose.md)"
 
