@@ -131,13 +131,6 @@ pub struct GatewayConfig {
     pub log: LogArgs,
 }
 
-/// Kafka properties the gateway sets itself: refused in `--kafka-config`.
-const FLAG_CONTROLLED: [(&str, &str); 3] = [
-    ("group.id", "the gateway reads without a consumer group"),
-    ("enable.auto.commit", "the gateway never commits offsets"),
-    ("statistics.interval.ms", "the gateway sets it to report consumer lag"),
-];
-
 impl GatewayConfig {
     /// Configuration for tests and the dev stack: loopback listeners on port 0 and defaults.
     pub fn for_brokers(brokers: &str) -> Self {
@@ -183,7 +176,9 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<StreamCatalog, String> {
         self.kafka.validate().map_err(|e| e.to_string())?;
         CorsPolicy::new(&self.cors)?;
-        self.kafka.refuse(&FLAG_CONTROLLED).map_err(|e| e.to_string())?;
+        self.kafka
+            .refuse(&crate::kafka::client::CONTROLLED)
+            .map_err(|e| e.to_string())?;
         let catalog = StreamCatalog::new(&self.streams)?;
         sluice_auth::Authenticator::new(&self.auth)?;
         crate::access::validate_cookie_name(&self.auth_cookie)?;
@@ -226,6 +221,24 @@ mod tests {
         assert_eq!(config.max_connections_per_subject, 100);
         assert_eq!(config.listen.port(), 8080);
         assert_eq!(config.heartbeat, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn an_operator_cannot_make_the_gateway_read_aborted_transactions() {
+        let config = GatewayConfig::try_parse_from([
+            "sluice-gateway",
+            "--kafka-brokers",
+            "k:9092",
+            "--allow-anonymous",
+            "--kafka-config",
+            "isolation.level=read_uncommitted",
+        ])
+        .unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(
+            err.contains("isolation.level") && err.contains("read_committed"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! One Kafka consumer per stream per pod, feeding the stream's ring.
+//! A stream's shared state on this pod: its ring, fed by the pod's live Kafka consumer.
 //!
 //! A feed starts on a stream's first subscriber: it reads the topic's partition count and
-//! watermarks, assigns every partition at `max(low, high - prefill)` — so the ring holds the
-//! same recent history on every pod and a client whose pod died resumes from memory elsewhere —
-//! and appends each record to the [`StreamLog`]. Appending, pushing to keyed inboxes and
-//! publishing the new head happen under the log's write lock, so a subscriber that reads the
-//! log and registers its inbox under the read lock can never miss or double an entry.
+//! watermarks and joins the live consumer at `max(low, end - prefill)` in every partition — so
+//! the ring holds the same recent history on every pod and a client whose pod died resumes from
+//! memory elsewhere. The feed is the stream's [`Sink`]: records become ring entries, positions
+//! move the head past record-less offsets, watermarks trim the ring (retention) and set the lag
+//! gauge. Appending, pushing to keyed inboxes and publishing the new head happen under the ring's
+//! write lock, so a subscriber that reads the ring and registers its inbox under the read lock
+//! can never miss or double an entry. A background task notices the topic gaining partitions and
+//! grows the feed in place; new partitions start at their earliest offset.
 //!
 //! Keyed subscribers are reached through the key index: an entry with key `k` is pushed to the
 //! inboxes registered for `k` only, so delivering it costs O(matching subscribers). An inbox is
@@ -18,16 +21,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use sluice_sse::Cursor;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::KafkaContext;
-use crate::log::{Entry, Evicted, NewRecord, StreamLog};
-use crate::record::map_record;
+use crate::kafka::{Position, Record, RecordSource, Sink};
+use crate::ring::{Entry, Evicted, NewRecord, Ring};
+use crate::runtime::Runtime;
 use crate::GatewayError;
 
 /// Ring bounds and inbox size, per stream.
@@ -95,73 +95,166 @@ pub struct Feed {
     pub stream: String,
     pub topic: String,
     pub fingerprint: u32,
-    pub partitions: usize,
-    log: RwLock<StreamLog>,
+    partitions: AtomicUsize,
+    ring: RwLock<Ring>,
     head_tx: watch::Sender<u64>,
     keys: DashMap<Bytes, Vec<Arc<Inbox>>>,
     subscribers: AtomicUsize,
     idle_since: Mutex<Option<Instant>>,
-    /// High watermarks when the feed started: "latest" is never before them, even while the
-    /// feed is still reading the prefill.
-    initial_high: Vec<i64>,
+    /// Ends when the topic was last seen, per partition: "latest" is never before them, even
+    /// while the feed is still reading its prefill.
+    ends: Mutex<Vec<i64>>,
+    /// Wakes the maintenance task to look at the topic now (a cursor wider than the feed).
+    recheck: Notify,
     pub stop: CancellationToken,
+    runtime: Arc<Runtime>,
+    /// What feeds the ring; `None` for a feed driven by hand.
+    source: Option<Arc<dyn RecordSource>>,
 }
 
+/// How often a feed checks whether its topic gained partitions.
+const PARTITION_CHECK: Duration = Duration::from_secs(30);
+
 impl Feed {
-    /// A feed with no consumer; records arrive through [`Feed::append`]. Tests use it directly;
-    /// [`Feed::start`] wraps it with a Kafka consumer.
-    pub fn detached(stream: &str, topic: &str, start: Cursor, limits: FeedLimits) -> Arc<Self> {
-        let initial_high = start.offsets.clone();
-        Self::with_initial_high(stream, topic, start, initial_high, limits)
+    /// A feed that no source feeds yet: records arrive through [`Sink`]. [`Feed::start`] joins
+    /// it to a source; tests may drive it by hand.
+    pub fn detached(stream: &str, topic: &str, start: Cursor, limits: FeedLimits, runtime: Arc<Runtime>) -> Arc<Self> {
+        Self::new((stream, topic), start, limits, runtime, None)
     }
 
-    fn with_initial_high(
-        stream: &str,
-        topic: &str,
+    fn new(
+        (stream, topic): (&str, &str),
         start: Cursor,
-        initial_high: Vec<i64>,
         limits: FeedLimits,
+        runtime: Arc<Runtime>,
+        source: Option<Arc<dyn RecordSource>>,
     ) -> Arc<Self> {
-        let partitions = start.offsets.len();
-        let fingerprint = start.fingerprint;
+        let ends = start.offsets.clone();
         Arc::new(Self {
             stream: stream.to_owned(),
             topic: topic.to_owned(),
-            fingerprint,
-            partitions,
-            log: RwLock::new(StreamLog::new(start, limits.ring_events, limits.ring_bytes)),
+            fingerprint: start.fingerprint,
+            partitions: AtomicUsize::new(start.offsets.len()),
+            ring: RwLock::new(Ring::new(start, limits.ring_events, limits.ring_bytes)),
             head_tx: watch::channel(0).0,
             keys: DashMap::new(),
             subscribers: AtomicUsize::new(0),
             idle_since: Mutex::new(Some(Instant::now())),
-            initial_high,
+            ends: Mutex::new(ends),
+            recheck: Notify::new(),
             stop: CancellationToken::new(),
+            runtime,
+            source,
         })
+    }
+
+    /// Starts a feed: metadata, watermarks, prefill position, then joins the live consumer.
+    pub async fn start(
+        source: &Arc<dyn RecordSource>,
+        runtime: &Arc<Runtime>,
+        (stream, topic): (&str, &str),
+        limits: FeedLimits,
+    ) -> Result<Arc<Self>, GatewayError> {
+        let partitions = source.describe(topic).await?.partitions;
+        let all: Vec<usize> = (0..partitions).collect();
+        let watermarks = source.watermarks(topic, &all).await?;
+        let prefill = (limits.ring_events / partitions.max(1)).max(1) as i64;
+        let offsets: Vec<i64> = watermarks.iter().map(|w| w.low.max(w.high - prefill)).collect();
+        let start = Cursor::new(sluice_sse::stream_fingerprint(topic), offsets);
+        let feed = Self::new(
+            (stream, topic),
+            start.clone(),
+            limits,
+            runtime.clone(),
+            Some(source.clone()),
+        );
+        *lock(&feed.ends) = watermarks.iter().map(|w| w.high).collect();
+        let positions: Vec<(usize, i64)> = start.offsets.iter().copied().enumerate().collect();
+        source.follow(topic, &positions, feed.clone())?;
+        tracing::info!(stream, topic, partitions, "feed started");
+        runtime.metrics.streams_active.inc();
+        runtime.spawn_background(feed.clone().maintain(source.clone()));
+        Ok(feed)
+    }
+
+    /// Stops the feed: it leaves the live consumer now (so a new feed of the same topic can
+    /// join it), and its subscribers end with a `retry:`.
+    pub fn close(&self) {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        self.stop.cancel();
+        if let Some(source) = &self.source {
+            source.unfollow(&self.topic);
+        }
+    }
+
+    /// Until the feed stops: grows it when the topic gains partitions.
+    async fn maintain(self: Arc<Self>, source: Arc<dyn RecordSource>) {
+        let mut every = tokio::time::interval(PARTITION_CHECK);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = every.tick() => {}
+                _ = self.recheck.notified() => {}
+            }
+            if let Err(err) = self.grow(source.as_ref()).await {
+                tracing::warn!(stream = %self.stream, error = %err, "cannot check the topic's partitions");
+            }
+        }
+        self.runtime.metrics.streams_active.dec();
+        tracing::info!(stream = %self.stream, "feed stopped");
+    }
+
+    /// Looks at the topic now: new partitions join the ring at their earliest offset.
+    pub async fn grow(self: &Arc<Self>, source: &dyn RecordSource) -> Result<(), GatewayError> {
+        let now = source.describe(&self.topic).await?.partitions;
+        let before = self.partitions();
+        if now <= before {
+            return Ok(());
+        }
+        let added: Vec<usize> = (before..now).collect();
+        let watermarks = source.watermarks(&self.topic, &added).await?;
+        let lows: Vec<i64> = watermarks.iter().map(|w| w.low).collect();
+        {
+            let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+            if ring.partitions() != before {
+                return Ok(()); // grown meanwhile
+            }
+            ring.grow(&lows);
+            lock(&self.ends).extend(watermarks.iter().map(|w| w.high));
+            self.partitions.store(now, Ordering::SeqCst);
+        }
+        let positions: Vec<(usize, i64)> = added.iter().copied().zip(lows).collect();
+        tracing::info!(stream = %self.stream, before, now, "topic gained partitions: reading them from their earliest offset");
+        source.follow(&self.topic, &positions, self.clone())
+    }
+
+    /// Asks the maintenance task to look at the topic now.
+    pub fn recheck(&self) {
+        self.recheck.notify_one();
+    }
+
+    /// Partitions the feed reads (grows with the topic).
+    pub fn partitions(&self) -> usize {
+        self.partitions.load(Ordering::SeqCst)
     }
 
     /// Appends one record: maps it to an SSE event, frames it once, pushes it to the keyed
     /// inboxes that want it and wakes the unkeyed subscribers.
-    pub fn append(
-        &self,
-        partition: u32,
-        offset: i64,
-        timestamp_ms: i64,
-        key: Option<&[u8]>,
-        type_header: Option<&[u8]>,
-        value: Option<&[u8]>,
-    ) -> Arc<Entry> {
-        let mapped = map_record(type_header, key, value);
-        let key = key.map(Bytes::copy_from_slice);
-        let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
-        let entry = log.append(NewRecord {
-            partition,
-            offset,
-            timestamp_ms,
-            key,
+    pub fn append(&self, record: &Record) -> Option<Arc<Entry>> {
+        let mapped = crate::record::map(record);
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        let entry = ring.append(NewRecord {
+            partition: record.partition,
+            offset: record.offset,
+            timestamp_ms: record.timestamp_ms,
+            key: record.key.clone(),
             record_type: &mapped.record_type,
             event_type: &mapped.event_type,
             data: &mapped.data,
-        });
+        })?;
         if let Some(key) = &entry.key {
             if let Some(inboxes) = self.keys.get(key) {
                 for inbox in inboxes.iter() {
@@ -169,9 +262,9 @@ impl Feed {
                 }
             }
         }
-        self.head_tx.send_replace(log.next_seq());
-        drop(log);
-        entry
+        self.head_tx.send_replace(ring.next_seq());
+        drop(ring);
+        Some(entry)
     }
 
     /// A receiver that changes whenever an entry is appended.
@@ -181,17 +274,17 @@ impl Feed {
 
     /// The next sequence number and the head cursor, taken together.
     pub fn snapshot(&self) -> (u64, Cursor) {
-        let log = self.log.read().unwrap_or_else(|e| e.into_inner());
-        (log.next_seq(), log.head().clone())
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        (ring.next_seq(), ring.head().clone())
     }
 
-    /// The position of "from now on": the head, or the end of Kafka when the feed started if
-    /// the head has not reached it yet.
+    /// The position of "from now on": the head, or the end of Kafka when the feed last looked
+    /// if the head has not reached it yet.
     pub fn latest(&self) -> Cursor {
         let (_, mut head) = self.snapshot();
-        for (p, &high) in self.initial_high.iter().enumerate() {
-            if head.offsets.get(p).is_some_and(|&h| h < high) {
-                head.set_next(p, high);
+        for (p, &end) in lock(&self.ends).iter().enumerate() {
+            if head.offsets.get(p).is_some_and(|&h| h < end) {
+                head.set_next(p, end);
             }
         }
         head
@@ -199,28 +292,38 @@ impl Feed {
 
     /// Whether memory holds what `position` needs in `partitions`, and if so from which seq.
     pub fn memory_start(&self, position: &[i64], partitions: &[usize]) -> Option<u64> {
-        let log = self.log.read().unwrap_or_else(|e| e.into_inner());
-        log.covers(position, partitions)
-            .then(|| log.first_needed(position, partitions))
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        ring.covers(position, partitions)
+            .then(|| ring.first_needed(position, partitions))
     }
 
     /// Per partition, the oldest offset memory still holds.
     pub fn memory_floor(&self) -> Vec<i64> {
-        self.log.read().unwrap_or_else(|e| e.into_inner()).start().to_vec()
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).start().to_vec()
     }
 
-    /// Reads up to `max` entries from `from_seq`. When that reaches the head and `register` is
-    /// given, registers the inbox for `keys` in the same critical section and returns `true`.
+    /// Per partition, where memory began: a position that lacks a partition starts there.
+    pub fn origins(&self) -> Vec<i64> {
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).origins().to_vec()
+    }
+
+    /// Reads up to `max` entries from `from_seq` for a reader at `position` in `partitions`.
+    /// When that reaches the head and `register` is given, registers the inbox for `keys` in the
+    /// same critical section and returns `true`. `Err` when memory no longer holds what the
+    /// reader needs (evicted, or trimmed by retention).
     pub fn read(
         &self,
-        from_seq: u64,
+        (from_seq, position, partitions): (u64, &[i64], &[usize]),
         (max, max_bytes): (usize, usize),
         out: &mut Vec<Arc<Entry>>,
         register: Option<(&[Bytes], &Arc<Inbox>)>,
     ) -> Result<bool, Evicted> {
-        let log = self.log.read().unwrap_or_else(|e| e.into_inner());
-        log.read(from_seq, max, max_bytes, out)?;
-        let at_head = from_seq + out.len() as u64 >= log.next_seq();
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        if !ring.covers(position, partitions) {
+            return Err(Evicted);
+        }
+        ring.read(from_seq, max, max_bytes, out)?;
+        let at_head = from_seq + out.len() as u64 >= ring.next_seq();
         match register {
             Some((keys, inbox)) if at_head => {
                 for key in keys {
@@ -266,109 +369,32 @@ impl Feed {
             .unwrap_or_else(|e| e.into_inner())
             .map(|t| t.elapsed())
     }
+}
 
-    /// Starts a feed on Kafka: metadata, watermarks, prefill position, consumer task.
-    pub async fn start(
-        kafka: &Arc<KafkaContext>,
-        stream: &str,
-        topic: &str,
-        limits: FeedLimits,
-    ) -> Result<Arc<Self>, GatewayError> {
-        kafka.ensure_exists(topic).await?;
-        let partitions = kafka.partition_count(topic).await?;
-        let watermarks = kafka.watermarks(topic, 0..partitions).await?;
-        let prefill = (limits.ring_events / partitions.max(1)).max(1) as i64;
-        let offsets: Vec<i64> = watermarks.iter().map(|w| w.low.max(w.high - prefill)).collect();
-        let start = Cursor::new(sluice_sse::stream_fingerprint(topic), offsets);
-        let highs = watermarks.iter().map(|w| w.high).collect();
-        let feed = Self::with_initial_high(stream, topic, start.clone(), highs, limits);
-
-        let consumer = kafka.feed_consumer(stream, Arc::downgrade(&feed))?;
-        let mut assignment = TopicPartitionList::new();
-        for (p, &offset) in start.offsets.iter().enumerate() {
-            assignment
-                .add_partition_offset(topic, p as i32, Offset::Offset(offset))
-                .map_err(|e| GatewayError::Kafka(sluice_kafka::KafkaError::Kafka(e)))?;
-        }
-        consumer
-            .assign(&assignment)
-            .map_err(|e| GatewayError::Kafka(sluice_kafka::KafkaError::Kafka(e)))?;
-        tracing::info!(stream, topic, partitions, "feed started");
-        let (task_feed, task_kafka) = (feed.clone(), kafka.clone());
-        kafka.metrics.streams_active.inc();
-        kafka
-            .runtime
-            .spawn(async move { run_consumer(task_feed, consumer, task_kafka).await });
-        Ok(feed)
+impl Sink for Feed {
+    fn record(&self, record: Record) {
+        self.append(&record);
     }
-}
 
-/// How often a feed checks whether its topic gained partitions.
-const PARTITION_CHECK: Duration = Duration::from_secs(30);
-
-async fn run_consumer(feed: Arc<Feed>, consumer: StreamConsumer<LagContext>, kafka: Arc<KafkaContext>) {
-    let mut partition_check = tokio::time::interval(PARTITION_CHECK);
-    partition_check.tick().await;
-    loop {
-        tokio::select! {
-            _ = feed.stop.cancelled() => break,
-            _ = partition_check.tick() => {
-                // A topic that gained partitions needs a wider position everywhere: the feed
-                // stops, its subscribers are told to retry, and their cursors (narrower than
-                // the topic) resume with the new partitions from their earliest offset.
-                if let Ok(now) = kafka.partition_count(&feed.topic).await {
-                    if now > feed.partitions {
-                        tracing::info!(stream = %feed.stream, before = feed.partitions, now, "topic gained partitions: restarting the feed");
-                        feed.stop.cancel();
-                    }
-                }
-            }
-            message = consumer.recv() => match message {
-                Ok(m) => {
-                    let type_header = m.headers().and_then(|h| {
-                        h.iter().find(|h| h.key == "sse-event").and_then(|h| h.value)
-                    });
-                    let timestamp = m.timestamp().to_millis().unwrap_or(0);
-                    feed.append(m.partition() as u32, m.offset(), timestamp, m.key(), type_header, m.payload());
-                }
-                Err(err) => {
-                    tracing::warn!(stream = %feed.stream, error = %err, "feed consumer error");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
+    fn advance(&self, position: Position) {
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        ring.advance(position.partition, position.next);
     }
-    kafka.metrics.streams_active.dec();
-    tracing::info!(stream = %feed.stream, "feed stopped");
-}
 
-/// The feed consumer's context: turns librdkafka's periodic statistics (each partition's high
-/// watermark) into the consumer lag gauge — the high watermark minus the feed's position — with
-/// no extra broker round trips. (librdkafka's own `consumer_lag` needs committed offsets, and
-/// the gateway never commits.)
-#[derive(Debug)]
-pub struct LagContext {
-    pub stream: String,
-    pub metrics: crate::metrics::GatewayMetrics,
-    pub feed: std::sync::Weak<Feed>,
-}
-
-impl rdkafka::ClientContext for LagContext {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        let Some(feed) = self.feed.upgrade() else { return };
-        let (_, head) = feed.snapshot();
-        for topic in statistics.topics.values() {
-            for (&partition, stats) in &topic.partitions {
-                let Some(&position) = usize::try_from(partition).ok().and_then(|p| head.offsets.get(p)) else {
-                    continue; // librdkafka's internal "-1" partition
-                };
-                if stats.hi_offset >= 0 {
-                    self.metrics
-                        .set_lag(&self.stream, partition as usize, (stats.hi_offset - position).max(0));
-                }
-            }
+    fn watermarks(&self, partition: u32, low: i64, end: i64) {
+        let head = {
+            let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+            ring.trim(partition, low);
+            ring.head().offsets.get(partition as usize).copied()
+        };
+        if let Some(head) = head {
+            self.runtime
+                .metrics
+                .set_lag(&self.stream, partition as usize, (end - head).max(0));
         }
     }
 }
 
-impl rdkafka::consumer::ConsumerContext for LagContext {}
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,5 +1,6 @@
 //! The streams this pod serves: one [`Feed`] per stream, started by its first subscriber and
-//! stopped after it has been idle for a while.
+//! stopped after it has been idle for a while. Every feed reads through the pod's one
+//! [`RecordSource`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,8 @@ use dashmap::DashMap;
 use tokio::sync::OnceCell;
 
 use crate::feed::{Feed, FeedLimits};
-use crate::kafka::KafkaContext;
+use crate::kafka::RecordSource;
+use crate::runtime::Runtime;
 use crate::GatewayError;
 
 #[derive(Debug, Default)]
@@ -32,21 +34,27 @@ impl Drop for FeedLease {
 #[derive(Debug)]
 pub struct Hub {
     slots: DashMap<String, Arc<Slot>>,
-    kafka: Arc<KafkaContext>,
+    source: Arc<dyn RecordSource>,
+    runtime: Arc<Runtime>,
     limits: FeedLimits,
 }
 
 impl Hub {
-    pub fn new(kafka: Arc<KafkaContext>, limits: FeedLimits) -> Self {
+    pub fn new(source: Arc<dyn RecordSource>, runtime: Arc<Runtime>, limits: FeedLimits) -> Self {
         Self {
             slots: DashMap::new(),
-            kafka,
+            source,
+            runtime,
             limits,
         }
     }
 
-    pub fn kafka(&self) -> &Arc<KafkaContext> {
-        &self.kafka
+    pub fn source(&self) -> &Arc<dyn RecordSource> {
+        &self.source
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
     }
 
     /// The feed of `stream`, started if needed (concurrent first subscribers share one start).
@@ -55,7 +63,7 @@ impl Hub {
             let slot = self.slots.entry(stream.to_owned()).or_default().clone();
             let started = slot
                 .feed
-                .get_or_try_init(|| Feed::start(&self.kafka, stream, topic, self.limits))
+                .get_or_try_init(|| Feed::start(&self.source, &self.runtime, (stream, topic), self.limits))
                 .await;
             let feed = match started {
                 Ok(feed) => feed.clone(),
@@ -73,7 +81,7 @@ impl Hub {
                     return Ok(FeedLease { feed });
                 }
             }
-            // A stopped feed (its topic grew, or it was reaped) gives way to a new one.
+            // A stopped feed (reaped) gives way to a new one.
             self.slots
                 .remove_if(stream, |_, s| Arc::ptr_eq(s, &slot) && feed.stop.is_cancelled());
         }
@@ -84,7 +92,7 @@ impl Hub {
         let mut stopped = Vec::new();
         self.slots.retain(|stream, slot| match slot.feed.get() {
             Some(feed) if feed.idle_for().is_some_and(|t| t >= idle) => {
-                feed.stop.cancel();
+                feed.close();
                 stopped.push(stream.clone());
                 false
             }
@@ -99,7 +107,7 @@ impl Hub {
     pub fn stop_all(&self) {
         for slot in self.slots.iter() {
             if let Some(feed) = slot.feed.get() {
-                feed.stop.cancel();
+                feed.close();
             }
         }
         self.slots.clear();

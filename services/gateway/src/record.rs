@@ -1,4 +1,5 @@
-//! Kafka record → SSE event: the mapping, including records Sluice's ingest did not write.
+//! Kafka record → SSE event: the mapping, including records Sluice's ingest did not write, and
+//! the one function that frames an event, used by the ring (live and memory) and by catch-up.
 //!
 //! | record | `event:` | `data:` |
 //! |---|---|---|
@@ -13,6 +14,10 @@
 use std::borrow::Cow;
 
 use base64::Engine as _;
+use bytes::Bytes;
+use sluice_sse::Cursor;
+
+use crate::kafka::Record;
 
 /// Event type for records whose value is not UTF-8.
 pub const TYPE_BINARY: &str = "sluice.binary";
@@ -29,6 +34,23 @@ pub struct Mapped<'a> {
     /// What goes in the `event:` field.
     pub event_type: Cow<'a, str>,
     pub data: Cow<'a, str>,
+}
+
+/// Maps a record read from Kafka.
+pub fn map(record: &Record) -> Mapped<'_> {
+    map_record(
+        record.headers.event_type.as_deref(),
+        record.key.as_deref(),
+        record.value.as_deref(),
+    )
+}
+
+/// The SSE frame of an event whose id is `position`: `id:`, `event:`, `data:` lines.
+pub fn event_frame(position: &Cursor, event_type: &str, data: &str) -> Bytes {
+    // The frame builder refuses types with line breaks; mapping never produces one, and the
+    // fallback keeps the data rather than lose the event.
+    sluice_sse::frame::cursor_event_frame(position, Some(event_type), data)
+        .unwrap_or_else(|_| sluice_sse::frame::cursor_event_frame(position, None, data).expect("a valid cursor id"))
 }
 
 /// Maps a record's `sse-event` header, key and value.

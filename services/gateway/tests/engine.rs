@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use prometheus_client::registry::Registry;
 use sluice_gateway::body::BodyRx;
 use sluice_gateway::feed::{Feed, FeedLimits};
 use sluice_gateway::hub::FeedLease;
-use sluice_gateway::kafka::KafkaContext;
-use sluice_gateway::metrics::GatewayMetrics;
+use sluice_gateway::kafka::scripted::ScriptedSource;
+use sluice_gateway::kafka::{Record, RecordHeaders};
+use sluice_gateway::runtime::Runtime;
 use sluice_gateway::subscriber::{Filter, Out, Start, Subscriber, Timing};
-use sluice_kafka::KafkaArgs;
 use sluice_sse::{parse_stream, Cursor};
 use tokio_util::sync::CancellationToken;
 
@@ -71,39 +70,54 @@ fn subscribe_with(partitions: usize, filter: Filter, setup: Setup) -> Harness {
         ring_bytes,
     };
     let start = Cursor::new(sluice_sse::stream_fingerprint("t"), vec![0; partitions]);
-    let feed = Feed::detached("t", "t", start.clone(), limits);
+    let runtime = Runtime::unregistered(1);
+    let feed = Feed::detached("t", "t", start.clone(), limits, runtime.clone());
     feed.add_subscriber();
-    let metrics = GatewayMetrics::register(&mut Registry::default());
-    // Never contacted: the feed is detached and the position is in memory.
-    let kafka = KafkaContext::new(
-        KafkaArgs::new("127.0.0.1:9"),
-        tokio::runtime::Handle::current(),
-        metrics,
-        1,
-        Duration::from_secs(1),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    // Never asked: the feed is driven by hand and the position is in memory.
+    let source = ScriptedSource::new();
+    source.create("t", partitions);
     let (out, rx) = Out::channel(queued, None, Duration::from_secs(30));
-    let drain = CancellationToken::new();
+    let drain = runtime.drain.clone();
     let subscriber = Subscriber::new(
-        FeedLease { feed: feed.clone() },
-        Arc::new(kafka),
+        (FeedLease { feed: feed.clone() }, source),
+        runtime,
         filter,
         Start {
             position: start,
             resumed: false,
+            resets: Vec::new(),
         },
         Arc::new(Timing {
             max_queued_bytes: queued,
             ..timing()
         }),
-        drain.clone(),
         out,
     )
     .with_reauth(reauth);
     tokio::spawn(subscriber.run());
     Harness { feed, rx, drain }
+}
+
+/// A record as the source would hand it to the feed.
+fn record(
+    partition: u32,
+    offset: i64,
+    timestamp_ms: i64,
+    key: Option<&[u8]>,
+    event_type: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Record {
+    Record {
+        partition,
+        offset,
+        timestamp_ms,
+        key: key.map(Bytes::copy_from_slice),
+        value: value.map(Bytes::copy_from_slice),
+        headers: RecordHeaders {
+            event_type: event_type.map(Bytes::copy_from_slice),
+            traceparent: None,
+        },
+    }
 }
 
 /// The next whole frame; one may be queued in parts (an id line, then the shared body).
@@ -138,7 +152,7 @@ async fn events_postpone_the_heartbeat() {
     let mut h = subscribe(1, Filter::default());
     next_frame(&mut h.rx).await; // retry
     tokio::time::sleep(Duration::from_secs(10)).await;
-    h.feed.append(0, 0, 0, None, None, Some(b"\"x\""));
+    h.feed.append(&record(0, 0, 0, None, None, Some(b"\"x\"")));
     let started = tokio::time::Instant::now();
     assert!(next_frame(&mut h.rx).await.contains("data: \"x\""));
     assert_eq!(next_frame(&mut h.rx).await, ": \n\n");
@@ -153,8 +167,8 @@ async fn filtered_streams_checkpoint_past_skipped_records_and_only_then() {
     };
     let mut h = subscribe(2, filter);
     next_frame(&mut h.rx).await; // retry
-    h.feed.append(0, 0, 0, None, Some(b"other"), Some(b"1"));
-    h.feed.append(1, 0, 0, None, Some(b"other"), Some(b"2"));
+    h.feed.append(&record(0, 0, 0, None, Some(b"other"), Some(b"1")));
+    h.feed.append(&record(1, 0, 0, None, Some(b"other"), Some(b"2")));
     let started = tokio::time::Instant::now();
     let checkpoint = next_frame(&mut h.rx).await;
     assert_eq!(started.elapsed(), CHECKPOINT);
@@ -175,9 +189,9 @@ async fn key_filtered_subscribers_get_only_their_keys_and_a_checkpoint_for_the_r
     };
     let mut h = subscribe(1, filter);
     next_frame(&mut h.rx).await; // retry
-    h.feed.append(0, 0, 0, Some(b"b"), None, Some(b"\"b0\""));
-    h.feed.append(0, 1, 0, Some(b"a"), None, Some(b"\"a1\""));
-    h.feed.append(0, 2, 0, Some(b"b"), None, Some(b"\"b2\""));
+    h.feed.append(&record(0, 0, 0, Some(b"b"), None, Some(b"\"b0\"")));
+    h.feed.append(&record(0, 1, 0, Some(b"a"), None, Some(b"\"a1\"")));
+    h.feed.append(&record(0, 2, 0, Some(b"b"), None, Some(b"\"b2\"")));
     let frame = next_frame(&mut h.rx).await;
     let parsed = parse_stream(frame.as_bytes());
     assert_eq!(parsed.events.len(), 1);
@@ -214,9 +228,9 @@ async fn a_match_followed_by_skipped_records_still_gets_a_checkpoint() {
     let mut h = subscribe(1, filter);
     next_frame(&mut h.rx).await; // retry
                                  // One batch: a match, then two records the filter skips.
-    h.feed.append(0, 0, 0, None, Some(b"wanted"), Some(b"1"));
-    h.feed.append(0, 1, 0, None, Some(b"other"), Some(b"2"));
-    h.feed.append(0, 2, 0, None, Some(b"other"), Some(b"3"));
+    h.feed.append(&record(0, 0, 0, None, Some(b"wanted"), Some(b"1")));
+    h.feed.append(&record(0, 1, 0, None, Some(b"other"), Some(b"2")));
+    h.feed.append(&record(0, 2, 0, None, Some(b"other"), Some(b"3")));
     let event = parse_stream(next_frame(&mut h.rx).await.as_bytes());
     assert_eq!(event.events.len(), 1);
     assert_eq!(
@@ -257,7 +271,7 @@ async fn a_client_that_stops_reading_holds_at_most_its_bound_of_shared_frames_th
     next_frame(&mut h.rx).await; // retry
     let big = format!("\"{}\"", "x".repeat(100_000));
     for offset in 0..40 {
-        h.feed.append(0, offset, 0, None, None, Some(big.as_bytes()));
+        h.feed.append(&record(0, offset, 0, None, None, Some(big.as_bytes())));
     }
     tokio::time::sleep(Duration::from_secs(1)).await; // paused clock: every task runs until idle
     let queued = h.rx.queued_bytes();
@@ -270,7 +284,9 @@ async fn a_client_that_stops_reading_holds_at_most_its_bound_of_shared_frames_th
     tokio::time::sleep(Duration::from_secs(19)).await;
     let frame = h.rx.recv().await.expect("an event");
     let mut ring = Vec::new();
-    h.feed.read(0, (100, usize::MAX), &mut ring, None).unwrap();
+    h.feed
+        .read((0, &[0], &[0]), (100, usize::MAX), &mut ring, None)
+        .unwrap();
     assert!(
         ring.iter().any(|e| e.frame.as_ptr_range().contains(&frame.as_ptr())),
         "the frame is the ring's, not a copy"
@@ -301,8 +317,8 @@ async fn an_expiring_token_ends_the_stream_with_reauth_at_the_cursor() {
     );
     let started = tokio::time::Instant::now();
     next_frame(&mut h.rx).await; // retry
-    h.feed.append(0, 0, 0, None, Some(b"wanted"), Some(b"1"));
-    h.feed.append(1, 0, 0, None, Some(b"other"), Some(b"2"));
+    h.feed.append(&record(0, 0, 0, None, Some(b"wanted"), Some(b"1")));
+    h.feed.append(&record(1, 0, 0, None, Some(b"other"), Some(b"2")));
     let mut frames = String::new();
     while !frames.contains("sluice.reauth") {
         assert!(

@@ -1,4 +1,4 @@
-//! A stream's recent history in memory: the ring every subscriber on this pod reads.
+//! A stream's recent history in memory: the [`Ring`] every subscriber on this pod reads.
 //!
 //! The feed appends records in the order its consumer returns them; each entry gets a sequence
 //! number and a frame built once, whose id is the stream's position *after* that record (the
@@ -13,6 +13,14 @@
 //! - Eviction (by count and by bytes) only moves `start` forward.
 //! - `by_partition[p]` lists `(offset, seq)` of the ring's entries of `p` in offset order, so the
 //!   first entry a position needs is found by binary search, not a scan.
+//! - Offsets are not contiguous: `head[p]` moves past offsets that carry no record (control
+//!   records, aborted transactions, compaction) when the feed's source says so ([`Ring::advance`]).
+//!   Those moves ride on the next entry (`Entry::advances`), so a subscriber walking the ring
+//!   moves past them too, and its ids match the shared frames'.
+//! - Retention moving a partition's start in Kafka trims the ring ([`Ring::trim`]): memory never
+//!   serves a record Kafka no longer holds, so every pod answers a cursor the same way.
+//! - A topic that gains partitions grows the ring ([`Ring::grow`]); new partitions start where
+//!   Kafka starts them (their earliest offset).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,7 +29,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use sluice_sse::Cursor;
 
 /// Bytes an entry costs beyond its frame and key (the struct, the Arc, the index).
-const ENTRY_OVERHEAD: usize = 160;
+const ENTRY_OVERHEAD: usize = 176;
 
 /// A record to append, as the feed read and mapped it.
 #[derive(Debug, Clone)]
@@ -49,6 +57,9 @@ pub struct Entry {
     /// `id: <head after this record>\n` followed by the body.
     pub frame: Bytes,
     body_start: usize,
+    /// Partitions whose head moved past record-less offsets since the previous entry, with
+    /// their new next offsets (rare: `None` on almost every entry).
+    pub advances: Option<Box<[(u32, i64)]>>,
 }
 
 impl Entry {
@@ -63,9 +74,7 @@ impl Entry {
             event_type,
             data,
         } = record;
-        // The frame builder refuses types with line breaks; record mapping never produces one.
-        let frame = sluice_sse::frame::cursor_event_frame(head, Some(event_type), data)
-            .unwrap_or_else(|_| sluice_sse::frame::cursor_event_frame(head, None, data).expect("valid cursor id"));
+        let frame = crate::record::event_frame(head, event_type, data);
         let body_start = frame.iter().position(|&b| b == b'\n').map_or(frame.len(), |i| i + 1);
         Self {
             seq,
@@ -76,6 +85,7 @@ impl Entry {
             record_type: record_type.into(),
             frame,
             body_start,
+            advances: None,
         }
     }
 
@@ -112,7 +122,7 @@ pub struct Evicted;
 
 /// The ring of recent entries of one stream.
 #[derive(Debug)]
-pub struct StreamLog {
+pub struct Ring {
     entries: VecDeque<Arc<Entry>>,
     first_seq: u64,
     start: Vec<i64>,
@@ -121,9 +131,12 @@ pub struct StreamLog {
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
+    /// Head moves not yet carried by an entry.
+    pending_advances: Vec<(u32, i64)>,
+    origins: Vec<i64>,
 }
 
-impl StreamLog {
+impl Ring {
     /// An empty ring whose memory starts (and whose head is) at `start`.
     pub fn new(start: Cursor, max_entries: usize, max_bytes: usize) -> Self {
         let partitions = start.offsets.len();
@@ -131,21 +144,30 @@ impl StreamLog {
             entries: VecDeque::new(),
             first_seq: 0,
             start: start.offsets.clone(),
+            origins: start.offsets.clone(),
             head: start,
             by_partition: vec![VecDeque::new(); partitions],
             bytes: 0,
             max_entries: max_entries.max(1),
             max_bytes: max_bytes.max(1),
+            pending_advances: Vec::new(),
         }
     }
 
-    /// Appends a record, evicting the oldest entries beyond the bounds.
-    #[allow(clippy::too_many_arguments)]
-    pub fn append(&mut self, record: NewRecord<'_>) -> Arc<Entry> {
+    /// Appends a record, evicting the oldest entries beyond the bounds. `None` for a record
+    /// before the head (a source repeating itself) or of a partition the ring does not have.
+    pub fn append(&mut self, record: NewRecord<'_>) -> Option<Arc<Entry>> {
         let (p, offset) = (record.partition as usize, record.offset);
+        if self.head.offsets.get(p).is_none_or(|&next| offset < next) {
+            return None;
+        }
         self.head.set_next(p, offset + 1);
         let seq = self.next_seq();
-        let entry = Arc::new(Entry::new(seq, record, &self.head));
+        let mut entry = Entry::new(seq, record, &self.head);
+        if !self.pending_advances.is_empty() {
+            entry.advances = Some(std::mem::take(&mut self.pending_advances).into_boxed_slice());
+        }
+        let entry = Arc::new(entry);
         self.bytes += entry.size();
         if let Some(index) = self.by_partition.get_mut(p) {
             index.push_back((offset, seq));
@@ -154,7 +176,52 @@ impl StreamLog {
         while self.entries.len() > self.max_entries || (self.bytes > self.max_bytes && self.entries.len() > 1) {
             self.evict_one();
         }
-        entry
+        Some(entry)
+    }
+
+    /// Moves `partition`'s head to `next` when that is ahead of it: the offsets in between hold
+    /// no record a reader can see. `false` when nothing moved.
+    pub fn advance(&mut self, partition: u32, next: i64) -> bool {
+        let p = partition as usize;
+        if self.head.offsets.get(p).is_none_or(|&head| next <= head) {
+            return false;
+        }
+        self.head.set_next(p, next);
+        match self.pending_advances.iter_mut().find(|(q, _)| *q == partition) {
+            Some(pending) => pending.1 = next,
+            None => self.pending_advances.push((partition, next)),
+        }
+        true
+    }
+
+    /// Kafka no longer holds `partition` below `low`: evicts every entry of it below `low` (and
+    /// the older entries before them), and memory serves that partition from `low` on only.
+    pub fn trim(&mut self, partition: u32, low: i64) {
+        let p = partition as usize;
+        if self.start.get(p).is_none_or(|&start| low <= start) {
+            return;
+        }
+        while self.by_partition[p].front().is_some_and(|&(offset, _)| offset < low) {
+            self.evict_one();
+        }
+        self.start[p] = self.start[p].max(low);
+    }
+
+    /// The topic now has `starts.len()` more partitions, whose memory starts (and whose head
+    /// is) at `starts`.
+    pub fn grow(&mut self, starts: &[i64]) {
+        for &start in starts {
+            let p = self.start.len();
+            self.start.push(start);
+            self.origins.push(start);
+            self.head.set_next(p, start);
+            self.by_partition.push(VecDeque::new());
+        }
+    }
+
+    /// Partitions the ring holds.
+    pub fn partitions(&self) -> usize {
+        self.start.len()
     }
 
     fn evict_one(&mut self) {
@@ -192,6 +259,13 @@ impl StreamLog {
             (Some(pos), Some(start)) => pos >= start,
             _ => false,
         })
+    }
+
+    /// Where each partition began in memory: the feed's first position, or for a partition the
+    /// topic gained later, its earliest offset then. A position that lacks a partition starts
+    /// there.
+    pub fn origins(&self) -> &[i64] {
+        &self.origins
     }
 
     /// The first sequence number holding a record `position` needs in one of `partitions`
@@ -247,11 +321,11 @@ impl StreamLog {
 mod tests {
     use super::*;
 
-    fn log(partitions: usize, max_entries: usize) -> StreamLog {
-        StreamLog::new(Cursor::new(7, vec![0; partitions]), max_entries, usize::MAX)
+    fn log(partitions: usize, max_entries: usize) -> Ring {
+        Ring::new(Cursor::new(7, vec![0; partitions]), max_entries, usize::MAX)
     }
 
-    fn push(log: &mut StreamLog, partition: u32, offset: i64) -> Arc<Entry> {
+    fn push(log: &mut Ring, partition: u32, offset: i64) -> Arc<Entry> {
         let data = format!("p{partition}o{offset}");
         log.append(NewRecord {
             partition,
@@ -262,6 +336,7 @@ mod tests {
             event_type: "message",
             data: &data,
         })
+        .expect("a record after the head")
     }
 
     #[test]
@@ -344,7 +419,7 @@ mod tests {
 
     #[test]
     fn byte_bound_evicts_too() {
-        let mut l = StreamLog::new(Cursor::new(7, vec![0]), 1000, 3 * 200);
+        let mut l = Ring::new(Cursor::new(7, vec![0]), 1000, 3 * 200);
         for o in 0..10 {
             push(&mut l, 0, o);
         }

@@ -1,0 +1,194 @@
+//! Opening a stream: a request becomes a running subscriber. Access first (an unauthenticated
+//! client learns nothing, not even which streams exist), then the stream, the cursor, a
+//! connection slot, the feed, and [`start_position`]: the one place where a subscriber's start
+//! is decided.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures::FutureExt as _;
+use sluice_sse::Cursor;
+
+use crate::feed::Feed;
+use crate::kafka::RecordSource;
+use crate::metrics::ReasonLabel;
+use crate::request::{self, From};
+use crate::server::{AppState, ConnectionSlot, SocketFd};
+use crate::subscriber::{Out, Reset, Start, Subscriber};
+use crate::{access, GatewayError};
+
+pub(crate) async fn stream_events(
+    request: HttpRequest,
+    stream: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    let result = open_stream(&request, &stream, &state).await;
+    if let Err(err) = &result {
+        state
+            .metrics()
+            .connections_rejected
+            .get_or_create(&ReasonLabel {
+                reason: err.metric_reason(),
+            })
+            .inc();
+    }
+    result
+}
+
+async fn open_stream(
+    request: &HttpRequest,
+    stream: &str,
+    state: &web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    if state.draining.load(Ordering::SeqCst) {
+        return Err(GatewayError::Draining);
+    }
+    let mut query = request::parse_query(request.query_string())?;
+    // Who is asking comes first: an unauthenticated client learns nothing, not even which
+    // streams exist.
+    let admission = state
+        .gate
+        .admit(request, stream, query.access_token.take().as_deref(), &mut query.filter)
+        .await?;
+    let topic = state.catalog.topic_for(stream)?;
+    let cursor_text = request::cursor_text(request.headers().get("last-event-id"), query.last_event_id.as_deref())?;
+    let cursor = match cursor_text {
+        Some(text) => {
+            let cursor = Cursor::decode(text).map_err(GatewayError::InvalidCursor)?;
+            cursor
+                .check_stream(sluice_sse::stream_fingerprint(&topic))
+                .map_err(GatewayError::InvalidCursor)?;
+            Some(cursor)
+        }
+        None => None,
+    };
+
+    let slot = acquire_slot(state)?;
+    let lease = state.hub.subscribe(stream, &topic).await?;
+    let source = state.hub.source().clone();
+    let start = start_position(source.as_ref(), &lease.feed, cursor, query.from).await?;
+    let socket = request.conn_data::<SocketFd>().map(|s| s.0);
+    let (out, body) = Out::channel(state.timing.max_queued_bytes, socket, state.timing.write_timeout);
+    let subscriber = Subscriber::new(
+        (lease, source),
+        state.runtime().clone(),
+        query.filter,
+        start,
+        state.timing.clone(),
+        out,
+    )
+    .with_reauth(admission.expires_at.map(access::reauth_in));
+    state.metrics().connections_opened.inc();
+    let subject_slot = admission.subject_slot;
+    // `map`, not an async block around `run`: a block would hold the subscriber twice (its
+    // capture and the future it moved into), in every connection's task.
+    state
+        .runtime()
+        .spawn_connection(subscriber.run().map(move |()| drop((slot, subject_slot))));
+    let mut response = HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body);
+    if request.version() < actix_web::http::Version::HTTP_11 {
+        // HTTP/1.0 has no chunked encoding: the body runs until the connection closes.
+        response.head_mut().no_chunking(true);
+        response
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    Ok(response)
+}
+
+fn acquire_slot(state: &AppState) -> Result<ConnectionSlot, GatewayError> {
+    let taken = state.active.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+        (n < state.max_connections).then_some(n + 1)
+    });
+    if taken.is_err() {
+        return Err(GatewayError::TooManyConnections);
+    }
+    state.metrics().connections_active.inc();
+    Ok(ConnectionSlot {
+        active: state.active.clone(),
+        metrics: state.metrics().clone(),
+    })
+}
+
+/// Where a subscriber starts: the client's cursor, else `from` (`latest` by default) or `since`.
+///
+/// A cursor is taken as it is, except: partitions the topic gained since it was minted start at
+/// their earliest offset (the feed first looks at the topic again if the cursor is wider than
+/// it); and a partition whose cursor offset is beyond the partition's end (the topic was deleted
+/// and recreated, or the cursor comes from another cluster) restarts at its earliest offset,
+/// reported as a [`Reset`], never a silent stall.
+pub async fn start_position(
+    source: &dyn RecordSource,
+    feed: &Arc<Feed>,
+    cursor: Option<Cursor>,
+    from: From,
+) -> Result<Start, GatewayError> {
+    let Some(mut cursor) = cursor else {
+        let position = from_position(source, feed, from).await?;
+        return Ok(Start {
+            position,
+            resumed: false,
+            resets: Vec::new(),
+        });
+    };
+    if cursor.offsets.len() > feed.partitions() {
+        // Another pod may have minted it on a newer view of the topic.
+        feed.grow(source).await?;
+    }
+    let partitions = feed.partitions();
+    if cursor.offsets.len() > partitions {
+        return Err(GatewayError::InvalidQuery(format!(
+            "the cursor names {} partitions but the stream has {partitions}",
+            cursor.offsets.len()
+        )));
+    }
+    let latest = feed.latest();
+    let minted = cursor.offsets.len();
+    // Partitions the cursor lacks, and those it puts beyond what this pod has seen: only those
+    // cost a look at Kafka.
+    let check: Vec<usize> = (0..partitions)
+        .filter(|&p| p >= minted || cursor.offsets[p] > latest.offsets[p])
+        .collect();
+    let mut resets = Vec::new();
+    if !check.is_empty() {
+        let watermarks = source.watermarks(&feed.topic, &check).await?;
+        for (&p, w) in check.iter().zip(&watermarks) {
+            if p >= minted {
+                cursor.set_next(p, w.low);
+            } else if cursor.offsets[p] > w.high {
+                resets.push(Reset {
+                    partition: p,
+                    from: cursor.offsets[p],
+                    to: w.low,
+                });
+                cursor.set_next(p, w.low);
+            }
+        }
+    }
+    Ok(Start {
+        position: cursor,
+        resumed: true,
+        resets,
+    })
+}
+
+async fn from_position(source: &dyn RecordSource, feed: &Feed, from: From) -> Result<Cursor, GatewayError> {
+    let partitions = feed.partitions();
+    Ok(match from {
+        From::Latest => feed.latest(),
+        From::Earliest => {
+            let all: Vec<usize> = (0..partitions).collect();
+            let watermarks = source.watermarks(&feed.topic, &all).await?;
+            Cursor::new(feed.fingerprint, watermarks.iter().map(|w| w.low).collect())
+        }
+        From::Since(ms) => Cursor::new(
+            feed.fingerprint,
+            source.offsets_for_time(&feed.topic, partitions, ms).await?,
+        ),
+    })
+}
