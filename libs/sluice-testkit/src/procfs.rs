@@ -2,13 +2,14 @@
 //! service by from the outside, as an operator would.
 //!
 //! - [`rss_bytes`] and [`threads`]: the `VmRSS` and `Threads` fields of `/proc/<pid>/status`;
+//!   [`thread_names`]: how many threads carry each name;
 //! - [`tcp_connections_to`]: how many of the process's sockets (the `socket:[inode]` links in
 //!   `/proc/<pid>/fd`) are TCP connections whose remote port is one of the given ports
 //!   (`/proc/net/tcp` and `tcp6`) — e.g. a gateway's connections to its Kafka brokers.
 //!
 //! Linux only. The parsers are pure functions over the files' text, tested without a process.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 /// Resident memory of `pid` in bytes, if the process exists.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
@@ -18,6 +19,22 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 /// The number of threads of `pid`, if the process exists.
 pub fn threads(pid: u32) -> Option<u64> {
     status_field(pid, "Threads")
+}
+
+/// How many threads of `pid` carry each name (`/proc/<pid>/task/*/comm`, e.g. `rdk:broker1`
+/// or `tokio-runtime-w`), if the process exists: what a thread count is made of.
+pub fn thread_names(pid: u32) -> Option<BTreeMap<String, usize>> {
+    let mut names = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(Result::ok)
+    {
+        // A thread that ended between the listing and the read is simply not counted.
+        if let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) {
+            *names.entry(comm.trim_end().to_owned()).or_insert(0) += 1;
+        }
+    }
+    Some(names)
 }
 
 /// TCP connections of `pid` to any of `remote_ports` (on any address), if the process exists.
@@ -155,6 +172,7 @@ mod tests {
         let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         assert_eq!(tcp_connections_to(pid, &[port]), Some(1));
         assert!(threads(pid).is_some_and(|n| n >= 1));
+        assert!(thread_names(pid).is_some_and(|names| names.values().sum::<usize>() >= 1));
         assert!(rss_bytes(pid).is_some_and(|bytes| bytes > 0));
     }
 }

@@ -10,7 +10,8 @@
 //! broker's port. Helper processes then open one subscription per stream (`from=earliest`,
 //! so the record is each stream's first event) and the bench waits until every one has
 //! arrived: the time that took is the time to open all streams, and the gateway is read
-//! again. A count whose streams do not all open within `--open-timeout`, or whose gateway
+//! again, at once and `--settle` later (threads that only ran a blocking metadata call leave
+//! tokio's pool after 10 s idle; what stays is what the streams cost for good). A count whose streams do not all open within `--open-timeout`, or whose gateway
 //! dies, is reported as far as it got, and the next count still runs: how the gateway fails
 //! at a size is a finding too.
 
@@ -36,6 +37,12 @@ pub struct StreamsArgs {
     #[arg(long, value_name = "N,N,...", value_delimiter = ',', default_value = "1,100,1000",
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub streams: Vec<u32>,
+
+    /// How long to wait after every stream opened before reading the gateway again: opening
+    /// streams runs metadata calls on tokio's blocking pool, whose idle threads leave after
+    /// 10 s, so the later reading is what the streams cost for good.
+    #[arg(long, value_name = "DURATION", default_value = "12s", value_parser = parse_positive_duration)]
+    pub settle: Duration,
 
     /// How long one count's streams may take to open and deliver their first event; past it
     /// the count is reported as incomplete and the next one runs.
@@ -77,8 +84,10 @@ struct CountResult {
     open_secs: f64,
     /// Serving no stream, after the records were written.
     before_streams: Footprint,
-    /// With every stream open (or as far as the count got).
+    /// With every stream open (or as far as the count got), at once.
     with_streams: Footprint,
+    /// The same, `--settle` later.
+    settled: Footprint,
     catchup_readers_active: Option<f64>,
     errors: BTreeMap<String, ErrorSample>,
 }
@@ -112,12 +121,14 @@ async fn run_inner(args: StreamsArgs) -> anyhow::Result<()> {
         report_header.get_or_insert_with(|| header("streams", &start, &rig, &workload));
         let result = measure(&args, &mut rig, count).await?;
         eprintln!(
-            "  {count} stream(s): {} — threads {} → {}, broker connections {} → {}",
+            "  {count} stream(s): {} — threads {} → {} → {}, broker connections {} → {} → {}",
             result.outcome,
             show(result.before_streams.threads),
             show(result.with_streams.threads),
+            show(result.settled.threads),
             show(result.before_streams.broker_connections),
             show(result.with_streams.broker_connections),
+            show(result.settled.broker_connections),
         );
         results.push(result);
         rig.stop().await?;
@@ -125,7 +136,7 @@ async fn run_inner(args: StreamsArgs) -> anyhow::Result<()> {
 
     print!("{}", report_header.unwrap_or_default());
     print!("          a fresh stack per count: nothing carries over between rows\n\n");
-    print!("{}", results_table(&results));
+    print!("{}", results_table(&results, args.settle));
     for result in results.iter().filter(|result| !result.errors.is_empty()) {
         println!("\nsubscriber failures at {} streams:", result.streams);
         for (kind, sample) in &result.errors {
@@ -163,6 +174,9 @@ async fn measure(args: &StreamsArgs, rig: &mut Rig, count: u32) -> anyhow::Resul
     let outcome = wait_for_first_events(rig, &fleet, count, args.open_timeout).await;
     let open_secs = opened.elapsed().as_secs_f64();
     let with_streams = footprint(rig, &broker_ports);
+    // A measurement window, as `idle`'s settle: the subscribers stay open meanwhile.
+    tokio::time::sleep(args.settle).await;
+    let settled = footprint(rig, &broker_ports);
     let catchup_readers_active = match rig.metrics(0).await {
         Some(text) => procfs::parse_metric(&text, "sluice_gateway_catchup_readers_active"),
         None => None,
@@ -187,6 +201,7 @@ async fn measure(args: &StreamsArgs, rig: &mut Rig, count: u32) -> anyhow::Resul
         open_secs,
         before_streams,
         with_streams,
+        settled,
         catchup_readers_active,
         errors,
     })
@@ -268,7 +283,7 @@ fn show(value: Option<impl Into<u64>>) -> String {
 }
 
 /// One row per count: before → with the streams.
-fn results_table(results: &[CountResult]) -> String {
+fn results_table(results: &[CountResult], settle: Duration) -> String {
     let bytes = |value: Option<u64>| value.map_or("?".to_owned(), format_bytes);
     let mut table = Table::new([
         "streams",
@@ -280,15 +295,21 @@ fn results_table(results: &[CountResult]) -> String {
         "outcome",
     ]);
     for result in results {
-        let (before, with) = (&result.before_streams, &result.with_streams);
+        let (before, with, settled) = (&result.before_streams, &result.with_streams, &result.settled);
         table.row([
             format_count(u64::from(result.streams)),
-            format!("{} → {}", show(before.threads), show(with.threads)),
-            format!("{} → {}", bytes(before.rss_bytes), bytes(with.rss_bytes)),
             format!(
-                "{} → {}",
+                "{} → {} → {}",
+                show(before.threads),
+                show(with.threads),
+                show(settled.threads)
+            ),
+            format!("{} → {}", bytes(before.rss_bytes), bytes(settled.rss_bytes)),
+            format!(
+                "{} → {} → {}",
                 show(before.broker_connections),
-                show(with.broker_connections)
+                show(with.broker_connections),
+                show(settled.broker_connections)
             ),
             format!("{:.1}s", result.open_secs),
             format!(
@@ -300,8 +321,11 @@ fn results_table(results: &[CountResult]) -> String {
         ]);
     }
     format!(
-        "{}(each cell: the gateway serving no stream → with every stream open)\n",
-        table.render()
+        "{}(threads and broker conns: serving no stream → every stream open → {} later; RSS: no \
+         stream → {} later)\n",
+        table.render(),
+        format_duration(settle),
+        format_duration(settle)
     )
 }
 
@@ -339,6 +363,7 @@ fn write_results(
             "fresh_stack_per_count": true,
             "partitions_per_topic": args.rig.partitions.unwrap_or(4),
             "open_timeout_secs": args.open_timeout.as_secs_f64(),
+            "settle_secs": args.settle.as_secs_f64(),
             "client_processes": args.clients.client_processes,
             "ramp_rate": args.clients.ramp_rate,
             "topic_prefix": args.rig.stream,
