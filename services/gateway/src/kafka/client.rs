@@ -240,9 +240,15 @@ impl RecordSource for KafkaSource {
     }
 
     fn follow(&self, topic: &str, positions: &[(usize, i64)], sink: Arc<dyn Sink>) -> Result<(), GatewayError> {
-        self.routes.insert(topic.to_owned(), sink);
         let list = partition_list(topic, positions)?;
-        self.live.incremental_assign(&list).map_err(kafka_err)
+        let first = self.routes.insert(topic.to_owned(), sink).is_none();
+        self.live.incremental_assign(&list).map_err(|e| {
+            if first {
+                // Nothing of this topic is assigned: leave no route behind either.
+                self.routes.remove(topic);
+            }
+            kafka_err(e)
+        })
     }
 
     fn unfollow(&self, topic: &str) {
