@@ -168,6 +168,10 @@ bench-keyed: bench-build ## Keyed: 10,000 connections each on its own key, 5,000
 bench-reconnect: bench-build ## Reconnect storm: 10,000 clients on gateway A, A SIGKILLed, all resume on B with Last-Event-ID
 	$(BENCH) reconnect --json $(BENCH_DIR)/reconnect.json $(ARGS)
 
+.PHONY: bench-streams
+bench-streams: bench-build ## Streams: 1, 100 and 1,000 streams on one gateway, one subscriber each: threads, RSS, broker connections, time to open
+	$(BENCH) streams --timeout 30m --json $(BENCH_DIR)/streams.json $(ARGS)
+
 # Access control's cost (issue 10): the same scenarios with --auth none, hs256 and rs256; each
 # mode's JSON goes to target/bench/auth/<scenario>-<mode>.json. Sizes through ARGS, e.g.
 # make bench-idle-auth ARGS="--connections 5000 --hold 30s".

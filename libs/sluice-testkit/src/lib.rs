@@ -14,11 +14,13 @@
 //!   [`auth::JwksServer`], a local key set a test can rotate.
 //! - [`proxy::RoundRobinProxy`]: an ingress stand-in — round robin, no stickiness — that records
 //!   the requests passing through.
+//! - [`procfs`]: a child process's threads, memory and TCP connections, read from `/proc`.
 
 pub mod auth;
 pub mod browser;
 pub mod kafka;
 pub mod process;
+pub mod procfs;
 pub mod proxy;
 pub mod service;
 pub mod sse;
