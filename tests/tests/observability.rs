@@ -124,6 +124,19 @@ fn without_grafana_variables(expr: &str) -> String {
     text
 }
 
+/// The names of the Grafana variables an expression uses (`$name` or `${name}`).
+fn grafana_variables(expr: &str) -> Vec<String> {
+    expr.split('$')
+        .skip(1)
+        .map(|rest| {
+            let rest = rest.strip_prefix('{').unwrap_or(rest);
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
 #[derive(Debug, Default)]
 struct MetricNames(BTreeSet<String>);
 
@@ -245,6 +258,15 @@ fn dashboards_are_json_with_unique_panel_ids_and_a_datasource_variable() {
                 .any(|v| v["type"] == "datasource" && v["query"] == "prometheus" && v["name"] == "datasource"),
             "{file}: no Prometheus datasource variable named `datasource`"
         );
+        let defined: HashSet<&str> = variables.iter().filter_map(|v| v["name"].as_str()).collect();
+        for (place, expr) in dashboard_queries(&dashboard) {
+            for used in grafana_variables(&expr) {
+                assert!(
+                    used.starts_with("__") || defined.contains(used.as_str()),
+                    "{file}: {place} uses ${used}, which no variable defines"
+                );
+            }
+        }
         let panels = dashboard["panels"]
             .as_array()
             .unwrap_or_else(|| panic!("{file}: no panels"));
