@@ -403,6 +403,14 @@ async fn publish_while_kafka_is_down(kafka: &TestKafka, ingest: &ServiceProcess,
     assert_eq!(response.status(), 503);
 }
 
+/// The sum of every sample named `name` (all label sets) in an exposition text.
+fn sample_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 async fn scrape(admin: std::net::SocketAddr) -> String {
     reqwest::get(format!("http://{admin}/metrics"))
         .await
@@ -460,6 +468,11 @@ async fn every_metric_the_dashboards_and_rules_name_is_in_a_running_services_met
             "no {sample} sample in\n{gateway_text}"
         );
     }
+    // Two streams opened, two refused (a bad cursor, a bad token): every one was an attempt.
+    let total = |name: &str| sample_sum(&gateway_text, name);
+    assert_eq!(total("sluice_gateway_connections_opened_total"), 2.0);
+    assert_eq!(total("sluice_gateway_connections_rejected_total"), 2.0);
+    assert_eq!(total("sluice_gateway_connection_attempts_total"), 4.0);
     let unknown = unknown_metrics(&names, &shipped.recorded, &exposition);
     assert_eq!(
         unknown, expected_missing,
