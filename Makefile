@@ -59,12 +59,13 @@ define need_docker
 endef
 
 .PHONY: up
-up: ## Build the images and run the stack with Apache Kafka in Docker: nginx :8080, ingest :8090, Prometheus :9095, Kafka :9092
+up: ## Build the images and run the stack with Apache Kafka in Docker: nginx :8080, ingest :8090, Prometheus :9095, Grafana :3000, Kafka :9092
 	$(need_docker)
 	$(COMPOSE) up --build --wait
 	@echo "SLUICE_URL=http://127.0.0.1:8080          (nginx: GET /v1/streams/{stream} → gateways, POST /v1/streams/{stream}/events → ingest)"
 	@echo "INGEST_URL=http://127.0.0.1:8090          (ingest, direct)"
 	@echo "PROMETHEUS_URL=http://127.0.0.1:9095"
+	@echo "GRAFANA_URL=http://127.0.0.1:3000           (dashboards: folder Sluice)"
 	@echo "KAFKA_BOOTSTRAP=localhost:9092            (producers on this host)"
 	@echo "Streams: demo, ticker. Try: curl -N http://127.0.0.1:8080/v1/streams/demo  (docs/compose.md)"
 
@@ -166,6 +167,10 @@ bench-keyed: bench-build ## Keyed: 10,000 connections each on its own key, 5,000
 .PHONY: bench-reconnect
 bench-reconnect: bench-build ## Reconnect storm: 10,000 clients on gateway A, A SIGKILLed, all resume on B with Last-Event-ID
 	$(BENCH) reconnect --json $(BENCH_DIR)/reconnect.json $(ARGS)
+
+.PHONY: bench-streams
+bench-streams: bench-build ## Streams: 1, 100 and 1,000 streams on one gateway, one subscriber each: threads, RSS, broker connections, time to open
+	$(BENCH) streams --timeout 30m --json $(BENCH_DIR)/streams.json $(ARGS)
 
 # Access control's cost (issue 10): the same scenarios with --auth none, hs256 and rs256; each
 # mode's JSON goes to target/bench/auth/<scenario>-<mode>.json. Sizes through ARGS, e.g.

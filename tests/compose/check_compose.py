@@ -25,7 +25,10 @@
    Connection header, read/send timeouts ≥ 2 × the gateway heartbeat, no stickiness, a body limit
    ≥ ingest's --max-body-bytes; `nginx -t` on a copy whose upstream hosts are 127.0.0.1, when
    nginx is installed. Prometheus: the targets are exactly the admin listeners (`promtool check
-   config` when installed).
+   config` when installed). Observability: Prometheus loads deploy/observability's rule file
+   (rule_files matches its mount); a Grafana service is provisioned with Prometheus as its
+   data source and a dashboards provider whose folder is the mount of
+   deploy/observability/grafana/dashboards (the one copy the chart and k8s/ ship).
 5. Dockerfile: BuildKit syntax line, multi-stage, every COPY --from and compose target a stage,
    FROM images pinned and the Rust image = rust-toolchain.toml's channel, a numeric non-root USER,
    ENTRYPOINT the copied binary, EXPOSE = the binary's default ports, STOPSIGNAL SIGTERM, OCI
@@ -713,6 +716,62 @@ def check_prometheus(services: dict[str, Service], ports: dict[str, tuple[int, i
         report.note("skipped `promtool check config`: promtool is not installed")
 
 
+def grafana_service(services: dict[str, Service]) -> Service | None:
+    return next((s for s in services.values()
+                 if image_ref(s.spec.get("image", ""))[0] in ("grafana/grafana", "grafana/grafana-oss")), None)
+
+
+def host_path(host: str) -> str:
+    return os.path.normpath(os.path.join(ROOT, host))
+
+
+def check_observability(services: dict[str, Service], report: Report) -> None:
+    """Prometheus evaluates the shipped rules; Grafana shows the shipped dashboards over it."""
+    prom = prometheus_service(services)
+    if prom is None:
+        return
+    args = [str(a) for a in prom.spec.get("command") or []]
+    config_path = next((a.split("=", 1)[1] for a in args if a.startswith("--config.file=")), "/etc/prometheus/prometheus.yml")
+    mounts = {t: h for h, t in bind_mounts(prom)}
+    with open(host_path(mounts[config_path]), encoding="utf-8") as f:
+        rule_files = yaml.safe_load(f).get("rule_files") or []
+    rules_host = host_path("deploy/observability/prometheus/sluice-rules.yaml")
+    loaded = [t for t, h in mounts.items() if host_path(h) == rules_host
+              and any(fnmatch.fnmatch(t, pattern) for pattern in rule_files)]
+    report.check(bool(loaded), "prometheus: loads deploy/observability/prometheus/sluice-rules.yaml (mounted, in rule_files)",
+                 f"rule_files {rule_files}, mounts {sorted(mounts)}")
+
+    grafana = grafana_service(services)
+    if not report.check(grafana is not None, "compose: a Grafana service"):
+        return
+    gmounts = {t: host_path(h) for h, t in bind_mounts(grafana)}
+    provisioning = gmounts.get("/etc/grafana/provisioning")
+    if not report.check(provisioning is not None and os.path.isdir(provisioning),
+                        "grafana: a provisioning folder is mounted at /etc/grafana/provisioning"):
+        return
+
+    def provisioned(kind: str) -> list[dict]:
+        folder = os.path.join(provisioning, kind)
+        docs = []
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            if name.endswith((".yaml", ".yml")):
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    docs.append(yaml.safe_load(f) or {})
+        return docs
+
+    prom_port = port_of(next((a.split("=", 1)[1] for a in args if a.startswith("--web.listen-address=")), "0.0.0.0:9090"))
+    sources = [d for doc in provisioned("datasources") for d in doc.get("datasources") or []]
+    report.check(any(d.get("type") == "prometheus" and d.get("url") == f"http://{prom.name}:{prom_port}" for d in sources),
+                 f"grafana: data source http://{prom.name}:{prom_port} (the compose Prometheus) is provisioned",
+                 f"data sources {sources}")
+    dashboards_host = host_path("deploy/observability/grafana/dashboards")
+    paths = [p.get("options", {}).get("path") for doc in provisioned("dashboards") for p in doc.get("providers") or []]
+    report.check(any(gmounts.get(p) == dashboards_host for p in paths),
+                 "grafana: a dashboards provider reads the mount of deploy/observability/grafana/dashboards",
+                 f"provider paths {paths}, mounts {gmounts}")
+    report.check(prom.name in (grafana.spec.get("depends_on") or {}), f"grafana: depends on {prom.name}")
+
+
 def check_host_ports(services: dict[str, Service], report: Report) -> None:
     published = [(s.name, p) for s in services.values() for p in s.ports]
     hosts = [p.host_port for _, p in published if p.host_port]
@@ -983,9 +1042,10 @@ def main() -> int:
     print("\nstartup order")
     guarded(report, "depends_on", check_order, services, report)
 
-    print("\nnginx and Prometheus")
+    print("\nnginx, Prometheus and Grafana")
     guarded(report, "nginx", check_nginx, services, ports, report)
     guarded(report, "prometheus", check_prometheus, services, ports, report)
+    guarded(report, "observability", check_observability, services, report)
 
     print("\nDockerfile and build context")
     for path, df in dockerfiles.items():

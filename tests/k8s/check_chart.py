@@ -11,7 +11,9 @@
    (chart_fakeapi.py: helm-sdkpy has no `helm template` or dry run); the test decides which API
    groups the "cluster" serves, so the Prometheus Operator and KEDA objects are rendered with
    and without their CRDs. Every object is validated with kubernetes-validate (strict); custom
-   resources, which it has no schema for, are checked for apiVersion/kind/name/spec.
+   resources, which it has no schema for, are checked for apiVersion/kind/name/spec. The
+   Grafana dashboards ConfigMap (sidecar label) and the PrometheusRule hold exactly the files of
+   deploy/observability (the chart reads them through its files/observability link).
 4. Consistency with the binaries: every SLUICE_* variable and --flag of a container is in that
    binary's --help (SLUICE_BIN_DIR, default target/debug); ports and probes match the listen
    addresses; probe paths; terminationGracePeriodSeconds covers preStop + drain; secrets are
@@ -75,6 +77,11 @@ CUSTOM_RESOURCES = {
     ("keda.sh/v1alpha1", "ScaledObject"),
 }
 MONITORING = "monitoring.coreos.com/v1"
+OBSERVABILITY = ROOT / "deploy" / "observability"
+DASHBOARDS = sorted((OBSERVABILITY / "grafana" / "dashboards").glob("*.json"))
+RULES = OBSERVABILITY / "prometheus" / "sluice-rules.yaml"
+# A metric name in PromQL; a recording rule's name (level:metric:operations) is not one.
+METRIC_IN_EXPR = re.compile(r"(?<![:\w])sluice_[a-z_]+(?![:\w])")
 KEDA = "keda.sh/v1alpha1"
 
 
@@ -391,6 +398,30 @@ def check_autoscaling(name: str, rendered: Rendered, mode: str) -> None:
 # --- running the rendered configuration --------------------------------------------------------
 
 
+def check_observability(name: str, rendered: Rendered, values: dict, monitoring: bool) -> None:
+    """The dashboards ConfigMap and the PrometheusRule carry deploy/observability's files as they are."""
+    wanted = values.get("metrics", {}).get("grafanaDashboards", {}).get("enabled", True)
+    boards = [c for c in rendered.of("ConfigMap") if c["metadata"]["name"].endswith("-dashboards")]
+    R.check(bool(boards) == wanted, f"[{name}] Grafana dashboards ConfigMap {'rendered' if wanted else 'absent'}")
+    for cm in boards:
+        data = cm.get("data") or {}
+        R.check(
+            cm["metadata"].get("labels", {}).get("grafana_dashboard") == "1",
+            f"[{name}] dashboards ConfigMap carries the Grafana sidecar label grafana_dashboard: \"1\"",
+        )
+        R.check(
+            sorted(data) == [p.name for p in DASHBOARDS] and all(data[p.name] == p.read_text() for p in DASHBOARDS),
+            f"[{name}] dashboards ConfigMap holds deploy/observability's {len(DASHBOARDS)} dashboards, unchanged",
+            f"keys {sorted(data)}",
+        )
+    if monitoring:
+        for rule in rendered.of("PrometheusRule"):
+            R.check(
+                rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"],
+                f"[{name}] PrometheusRule groups are deploy/observability/prometheus/sluice-rules.yaml's",
+            )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -630,7 +661,7 @@ SCENARIOS: list[tuple[str, dict | None, tuple[str, ...], str]] = [
     ("defaults", HMAC, (), "none"),
     ("hpa", with_auth({"autoscaling": {"mode": "hpa"}, "ingest": {"autoscaling": {"enabled": True}}}), (), "hpa"),
     ("keda", with_auth({"autoscaling": {"mode": "keda"}}), (KEDA,), "keda"),
-    ("none", with_auth({"autoscaling": {"mode": "none"}}), (), "none"),
+    ("none", with_auth({"autoscaling": {"mode": "none"}, "metrics": {"grafanaDashboards": {"enabled": False}}}), (), "none"),
     ("auth-public-keys", PUBLIC_KEYS, (), "none"),
     ("auth-jwks", {"auth": {"jwksUrl": "https://idp.example.com/.well-known/jwks.json"}}, (), "none"),
     ("anonymous on purpose", {"auth": {"allowAnonymous": True}}, (), "none"),
@@ -722,6 +753,7 @@ def main() -> int:
                 f"[{name}] {kind} {'rendered' if monitoring else 'absent'} "
                 f"({'CRD served' if monitoring else 'no CRD'})",
             )
+        check_observability(name, rendered, values, monitoring)
         if rendered.of("Ingress"):
             for ing in rendered.of("Ingress"):
                 component = ing["metadata"]["labels"]["app.kubernetes.io/component"]
@@ -792,7 +824,7 @@ def main() -> int:
         for rule in everything.of("PrometheusRule"):
             for group in rule["spec"]["groups"]:
                 for r in group["rules"]:
-                    rule_metrics |= set(re.findall(r"\bsluice_[a-z_]+", r["expr"]))
+                    rule_metrics |= set(METRIC_IN_EXPR.findall(r["expr"]))
     rule_metrics.add(AUTOSCALING_METRIC)
     if base:
         run_rendered_config(base, rule_metrics)

@@ -17,7 +17,9 @@
    no SASL password sits in a ConfigMap. Services, Ingresses, HPAs and PDBs point at what
    exists, the SSE Ingress has its proxy settings, the gateway HPA scales on
    sluice_gateway_connections_active.
-4. Starts the real binaries on 127.0.0.1 against `sluice-dev --broker-only`, configured with the
+4. Every rendered target carries deploy/observability's ConfigMaps: the Grafana dashboards with
+   the sidecar label grafana_dashboard: "1" and the Prometheus rule file, each file unchanged.
+5. Starts the real binaries on 127.0.0.1 against `sluice-dev --broker-only`, configured with the
    base's rendered environment: each must become ready (no exit 64), the gateway's /metrics must
    expose the gauge sluice_gateway_connections_active, and SIGTERM must end each with code 0.
 
@@ -606,6 +608,29 @@ def check_live(workloads: list[Workload], bin_dir: str, report: Report) -> None:
 # --- main -----------------------------------------------------------------------------------
 
 
+OBSERVABILITY = os.path.join(ROOT, "deploy", "observability")
+
+
+def check_observability(docs: list[dict], report: Report, label: str) -> None:
+    """The dashboards and rules ConfigMaps hold deploy/observability's files as they are."""
+    maps = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "ConfigMap"}
+    boards = maps.get("sluice-grafana-dashboards")
+    folder = os.path.join(OBSERVABILITY, "grafana", "dashboards")
+    files = {f: open(os.path.join(folder, f), encoding="utf-8").read()
+             for f in sorted(os.listdir(folder)) if f.endswith(".json")}
+    if report.check(boards is not None, f"{label}: ConfigMap sluice-grafana-dashboards"):
+        report.check((boards["metadata"].get("labels") or {}).get("grafana_dashboard") == "1",
+                     f"{label}: the dashboards carry the Grafana sidecar label grafana_dashboard: \"1\"")
+        report.check(boards.get("data") == files,
+                     f"{label}: the dashboards ConfigMap holds deploy/observability's {len(files)} dashboards, unchanged",
+                     f"keys {sorted(boards.get('data') or {})}")
+    rules = maps.get("sluice-prometheus-rules")
+    with open(os.path.join(OBSERVABILITY, "prometheus", "sluice-rules.yaml"), encoding="utf-8") as f:
+        want = {"sluice-rules.yaml": f.read()}
+    if report.check(rules is not None, f"{label}: ConfigMap sluice-prometheus-rules"):
+        report.check(rules.get("data") == want, f"{label}: the rules ConfigMap holds sluice-rules.yaml, unchanged")
+
+
 def main() -> int:
     started = time.monotonic()
     report = Report()
@@ -633,6 +658,7 @@ def main() -> int:
         if docs is None:
             continue
         validate(docs, label, report)
+        check_observability(docs, report, label)
         try:
             workloads = check_rendered(docs, helps, report, label)
         except (KeyError, TypeError, ValueError) as e:

@@ -14,7 +14,8 @@ Supported, as kustomize does it:
   content-hash name suffix and the references to it in pod templates (envFrom, env valueFrom,
   volumes, projected volumes) renamed. The suffix is kustomize's documented algorithm; some
   kustomize releases compute another value, so compare generated names without it;
-- `generatorOptions.disableNameSuffixHash`;
+- `generatorOptions.disableNameSuffixHash`, and a generator's own `options` (`labels`,
+  `disableNameSuffixHash`);
 - `patches` with `path` or `patch`: strategic-merge patches, matched by kind and name. Mappings
   merge deeply; lists of containers, initContainers, env, envFrom-less volumes and
   imagePullSecrets merge by `name`, volumeMounts by `mountPath`, container ports by
@@ -227,13 +228,17 @@ def _generate_configmap(directory, path, gen, options, resources, hashed) -> Non
         for r in resources
         if r.get("kind") == "ConfigMap" and r.get("metadata", {}).get("name") == name
     ]
-    disable_hash = bool((gen.get("options") or {}).get("disableNameSuffixHash",
-                                                       options.get("disableNameSuffixHash")))
+    own = gen.get("options") or {}
+    if set(own) - {"labels", "disableNameSuffixHash"}:
+        raise KustomizeError(f"{where}: options: only labels and disableNameSuffixHash are supported")
+    disable_hash = bool(own.get("disableNameSuffixHash", options.get("disableNameSuffixHash")))
     if behavior == "create":
         if existing:
             raise KustomizeError(f"{where}: a ConfigMap {name!r} exists already (use behavior: merge)")
         cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data,
               _GENERATED: name}
+        if own.get("labels"):
+            _set_labels(cm["metadata"], own["labels"])
         resources.append(cm)
         hashed[name] = not disable_hash
     elif behavior in ("merge", "replace"):

@@ -29,25 +29,9 @@ const FIXED: usize = 16 << 20;
 /// the frame's id and field names and the entry's fields.
 const RING_GROWTH: usize = LIVE * (EVENT + 300);
 
+/// Resident memory of the gateway, which runs until the test ends.
 fn rss_bytes(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
-
-async fn metric(http: &reqwest::Client, gateway: &ServiceProcess, name: &str) -> Option<f64> {
-    let text = http
-        .get(format!("http://{}/metrics", gateway.admin))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+    sluice_testkit::procfs::rss_bytes(pid).expect("the gateway's /proc/<pid>/status") as usize
 }
 
 async fn publish(http: &reqwest::Client, ingest: &ServiceProcess, topic: &str, from: usize, n: usize) {
@@ -114,7 +98,7 @@ async fn never_reading_clients_on_large_events_cost_at_most_their_queue_bound() 
     }
     let active = (STALLED + 1) as f64;
     eventually("every client to be connected", WAIT, || async {
-        (metric(&http, &gateway, "sluice_gateway_connections_active").await? == active).then_some(())
+        (gateway.metric(&http, "sluice_gateway_connections_active").await? == active).then_some(())
     })
     .await
     .unwrap();
@@ -132,7 +116,8 @@ async fn never_reading_clients_on_large_events_cost_at_most_their_queue_bound() 
             "the gateway kept sending for {WAIT:?}"
         );
         peak = peak.max(rss_bytes(pid));
-        let sent = metric(&http, &gateway, "sluice_gateway_bytes_sent_total")
+        let sent = gateway
+            .metric(&http, "sluice_gateway_bytes_sent_total")
             .await
             .unwrap_or(-1.0);
         if sent != last_sent {

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sluice_kafka::headers;
 use sluice_testkit::process::{binary, free_local_addr, wait_ready, Child, ProcessSignal, ServiceProcess};
 use sluice_testkit::TestKafka;
 
@@ -269,7 +270,7 @@ async fn sluice_dev_runs_broker_and_ingest_and_lets_other_processes_join() {
     // Another process (this test) reads it through the printed bootstrap address.
     let records = read_from(&bootstrap, "demo", 1).await;
     assert_eq!(records[0].value.as_deref(), Some(&br#"{"hello":"world"}"#[..]));
-    assert_eq!(records[0].header("sse-event"), Some("greeting"));
+    assert_eq!(records[0].header(headers::EVENT_TYPE), Some("greeting"));
 
     // And the dev stack's gateway streams it.
     assert_eq!(

@@ -10,6 +10,7 @@
 //! - [`error`]: the JSON error body every HTTP API answers with.
 //! - [`cors`]: which web origins may call the APIs from a browser (`--allow-origins`).
 //! - [`http`]: headers on every response and TCP keepalive on every accepted socket.
+//! - [`process`]: process metrics (resident memory) beside each service's own.
 //!
 //! Nothing here knows about Kafka or SSE.
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod logging;
 pub mod net;
+pub mod process;
 pub mod service;
 pub mod shutdown;
 

@@ -19,6 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_kafka::embedded::EmbeddedBroker;
+use sluice_kafka::{KafkaArgs, OutRecord, Producer, ProducerSettings};
 use testcontainers_modules::kafka::apache;
 use testcontainers_modules::testcontainers::runners::AsyncRunner;
 use testcontainers_modules::testcontainers::ContainerAsync;
@@ -209,6 +210,23 @@ impl TestKafka {
         let consumer = self.consumer()?;
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || read_blocking(&consumer, &topic, expected, timeout)).await?
+    }
+
+    /// Writes `records` with Sluice's producer and waits until Kafka acknowledged every one.
+    pub async fn produce(&self, records: &[OutRecord]) -> anyhow::Result<()> {
+        let producer = Producer::new(&KafkaArgs::new(&self.bootstrap), ProducerSettings::default())?;
+        // Enqueued first, awaited after: one round of batches rather than a round trip each.
+        let pending: Vec<_> = records
+            .iter()
+            .map(|record| producer.enqueue(record))
+            .collect::<Result<_, _>>()?;
+        for (record, pending) in records.iter().zip(pending) {
+            pending
+                .acknowledged()
+                .await
+                .with_context(|| format!("produce to {}", record.topic))?;
+        }
+        Ok(())
     }
 
     /// Partition count of `topic`, as the cluster reports it.

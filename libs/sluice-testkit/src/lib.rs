@@ -16,12 +16,14 @@
 //!   the requests passing through.
 //! - [`otlp::OtlpReceiver`]: a test OTLP trace receiver (gRPC and HTTP/protobuf), keeping the
 //!   spans the services export.
+//! - [`procfs`]: a child process's threads, memory and TCP connections, read from `/proc`.
 
 pub mod auth;
 pub mod browser;
 pub mod kafka;
 pub mod otlp;
 pub mod process;
+pub mod procfs;
 pub mod proxy;
 pub mod service;
 pub mod sse;

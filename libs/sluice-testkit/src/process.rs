@@ -215,6 +215,16 @@ impl ServiceProcess {
         wait_ready(admin, timeout).await?;
         Ok(Self { child, listen, admin })
     }
+
+    /// The value of the unlabelled series `name` on the admin listener's `/metrics`; `None`
+    /// while the service does not answer or does not export it.
+    pub async fn metric(&self, http: &reqwest::Client, name: &str) -> Option<f64> {
+        let url = format!("http://{}/metrics", self.admin);
+        let text = http.get(url).send().await.ok()?.text().await.ok()?;
+        text.lines()
+            .find(|line| line.split_whitespace().next() == Some(name))
+            .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+    }
 }
 
 /// Waits until the admin listener at `admin` answers `/readyz` with 200.

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use prometheus_client::metrics::histogram::Histogram;
 use sluice_sse::Cursor;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -107,6 +108,8 @@ pub struct Feed {
     /// Wakes the maintenance task to look at the topic now (a cursor wider than the feed).
     recheck: Notify,
     pub stop: CancellationToken,
+    /// This stream's `delivery_latency` histogram, observed by its subscribers.
+    pub delivery_latency: Histogram,
     runtime: Arc<Runtime>,
     /// What feeds the ring; `None` for a feed driven by hand.
     source: Option<Arc<dyn RecordSource>>,
@@ -143,6 +146,7 @@ impl Feed {
             ends: Mutex::new(ends),
             recheck: Notify::new(),
             stop: CancellationToken::new(),
+            delivery_latency: runtime.metrics.delivery_latency(stream),
             runtime,
             source,
         })

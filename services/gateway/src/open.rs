@@ -24,18 +24,9 @@ pub(crate) async fn stream_events(
     stream: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
+    state.metrics().connection_attempts.inc();
     let result = if sluice_telemetry::enabled() {
-        let span = crate::trace::open_span(&request, &stream);
-        let result = open_stream(&request, &stream, &state).instrument(span.clone()).await;
-        let status = match &result {
-            Ok(response) => response.status(),
-            Err(err) => actix_web::ResponseError::status_code(err),
-        };
-        span.record("http.response.status_code", status.as_u16());
-        if status.is_server_error() {
-            span.record("otel.status_code", "ERROR");
-        }
-        result
+        open_traced(&request, &stream, &state).await
     } else {
         open_stream(&request, &stream, &state).await
     };
@@ -47,6 +38,25 @@ pub(crate) async fn stream_events(
                 reason: err.metric_reason(),
             })
             .inc();
+    }
+    result
+}
+
+/// [`open_stream`] inside the open span, which records the answer.
+async fn open_traced(
+    request: &HttpRequest,
+    stream: &str,
+    state: &web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    let span = crate::trace::open_span(request, stream);
+    let result = open_stream(request, stream, state).instrument(span.clone()).await;
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(err) => actix_web::ResponseError::status_code(err),
+    };
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
     }
     result
 }

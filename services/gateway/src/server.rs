@@ -74,6 +74,8 @@ pub async fn run(
     let catalog = config.validate().map_err(RunError::Config)?;
     let mut registry = Registry::default();
     let metrics = GatewayMetrics::register(&mut registry);
+    metrics.connections_limit.set(config.max_connections as i64);
+    sluice_runtime::process::register(&mut registry);
     let auth_metrics = sluice_auth::AuthMetrics::register(registry.sub_registry_with_prefix("sluice_gateway"));
     let authenticator = Arc::new(sluice_auth::Authenticator::new(&config.auth).map_err(RunError::Config)?);
     authenticator.prime().await;

@@ -140,6 +140,7 @@ pub async fn run(
     let producer = Producer::new(&config.kafka, config.producer_settings())?;
     let mut registry = Registry::default();
     let metrics = IngestMetrics::register(&mut registry);
+    sluice_runtime::process::register(&mut registry);
     let readiness = Readiness::new();
     let admin = AdminServer::start(admin_listener, Arc::new(registry), readiness.clone())?;
 

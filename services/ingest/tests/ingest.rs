@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use sluice_kafka::headers;
 use sluice_kafka::murmur2::partition_for_key;
 
 mod support;
@@ -97,9 +98,13 @@ async fn single_array_and_ndjson_publishes_read_back_exactly() {
         assert_eq!((record.partition, record.offset), reported[i], "record {i}");
         assert_eq!(record.key.as_deref(), key.map(str::as_bytes), "record {i} key");
         assert_eq!(record.value.as_deref(), Some(value.as_bytes()), "record {i} value");
-        assert_eq!(record.header("sse-event"), event_type, "record {i} type");
-        assert_eq!(record.header("content-type"), Some("application/json"), "record {i}");
-        let traceparent = record.header("traceparent").expect("traceparent header");
+        assert_eq!(record.header(headers::EVENT_TYPE), event_type, "record {i} type");
+        assert_eq!(
+            record.header(headers::CONTENT_TYPE),
+            Some("application/json"),
+            "record {i}"
+        );
+        let traceparent = record.header(headers::TRACEPARENT).expect("traceparent header");
         assert!(sluice_ingest::trace::is_valid(traceparent), "{traceparent}");
     }
     f.stop().await;
@@ -121,7 +126,7 @@ async fn incoming_traceparent_travels_to_kafka() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let records = f.kafka.read_records(&topic, 1, READ_TIMEOUT).await.unwrap();
-    assert_eq!(records[0].header("traceparent"), Some(traceparent));
+    assert_eq!(records[0].header(headers::TRACEPARENT), Some(traceparent));
     f.stop().await;
 }
 

@@ -19,6 +19,7 @@ use crate::hostile::HostileArgs;
 use crate::idle::IdleArgs;
 use crate::ingest::IngestArgs;
 use crate::reconnect::ReconnectArgs;
+use crate::streams::StreamsArgs;
 
 /// Benchmark harness for Sluice.
 ///
@@ -75,6 +76,11 @@ pub enum Command {
     /// Clients that never read, on large events (`--payload-bytes`), beside normal
     /// subscribers: the gateway's RSS per stalled client, the others' latency and losses.
     Hostile(HostileArgs),
+
+    /// Many streams on one gateway (1, 100, 1,000 by default), one subscriber each: the
+    /// gateway's threads, RSS and broker connections per stream count, and the time to open
+    /// them all.
+    Streams(StreamsArgs),
 
     /// Write BENCHMARKS.md from the scenarios' JSON results and a template holding the prose.
     Report(ReportArgs),

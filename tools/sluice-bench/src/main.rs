@@ -3,7 +3,8 @@
 //! Each scenario is a subcommand with its own module: [`ingest`] drives the ingest API;
 //! [`idle`], [`fanout`] (which also serves `latency` and `keyed`), [`reconnect`] (a storm
 //! after a gateway dies), [`catchup`] (one client far behind) and [`hostile`] (clients that
-//! never read, on large events) measure the gateway, with the
+//! never read, on large events) and [`streams`] (many streams at once: threads and broker
+//! connections per stream) measure the gateway, with the
 //! help of [`rig`] (broker, ingest and gateways as separate processes; the fleet of subscriber
 //! processes), [`hold`] (the hidden `hold` subcommand those subscriber processes run),
 //! [`publish`] (the open-loop publisher, through ingest or straight to Kafka), [`sse_wire`]
@@ -45,6 +46,7 @@ mod report;
 mod rig;
 mod sse_wire;
 mod stack;
+mod streams;
 
 use std::process::ExitCode;
 
@@ -125,6 +127,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Reconnect(args) => reconnect::run(args).await,
         Command::Catchup(args) => catchup::run(args).await,
         Command::Hostile(args) => hostile::run(args).await,
+        Command::Streams(args) => streams::run(args).await,
         Command::Hold(_) | Command::BaselineServer(_) | Command::Broker(_) | Command::Report(_) => {
             unreachable!("helpers and the report are dispatched in main")
         }

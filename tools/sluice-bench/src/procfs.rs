@@ -1,7 +1,8 @@
 //! What the kernel says about a process and about socket memory, read from `/proc`.
 //!
 //! The gateway scenarios measure the gateway from the outside, as an operator would: resident
-//! memory (`VmRSS` in `/proc/<pid>/status`), CPU time (`utime + stime` in `/proc/<pid>/stat`),
+//! memory (`VmRSS` in `/proc/<pid>/status`), threads, TCP connections to given ports (the
+//! broker's), CPU time (`utime + stime` in `/proc/<pid>/stat`),
 //! and the kernel memory that sockets cost, which no process's RSS includes: the pages TCP
 //! buffers hold (`/proc/net/sockstat`, `TCP: … mem N`, in pages) and the slab caches that hold
 //! the socket structures themselves (`Slab:` in `/proc/meminfo`). The last two are
@@ -16,6 +17,49 @@ use std::time::Duration;
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     parse_status_kib(&status, "VmRSS").map(|kib| kib * 1024)
+}
+
+/// Threads of `pid` (`Threads` in `/proc/<pid>/status`), if the process exists.
+pub fn threads(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let (_, value) = status
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(key, _)| *key == "Threads")?;
+    value.trim().parse().ok()
+}
+
+/// TCP connections of `pid` whose remote port is one of `remote_ports`: its sockets (the
+/// `socket:[inode]` links in `/proc/<pid>/fd`) matched against the rows of `/proc/net/tcp`
+/// and `tcp6`. The test kit's `procfs` reads the same way; the bench does not depend on the
+/// test kit (testcontainers and all), so the few lines are here too.
+pub fn tcp_connections_to(pid: u32, remote_ports: &[u16]) -> Option<usize> {
+    let inodes: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .filter_map(|link| link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+        .collect();
+    let count = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| parse_net_tcp(&text))
+        .filter(|(port, inode)| remote_ports.contains(port) && inodes.contains(inode))
+        .count();
+    Some(count)
+}
+
+/// `(remote port, inode)` of each row of `/proc/net/tcp` or `tcp6` (columns `sl local_address
+/// rem_address st … inode`, addresses as `HEXADDR:HEXPORT`).
+fn parse_net_tcp(text: &str) -> Vec<(u16, u64)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (_, port) = fields.get(2)?.rsplit_once(':')?;
+            Some((u16::from_str_radix(port, 16).ok()?, fields.get(9)?.parse().ok()?))
+        })
+        .collect()
 }
 
 /// CPU time `pid` has used so far, user plus system, if the process exists.
@@ -212,6 +256,26 @@ sluice_gateway_connections_active 9998
         );
         assert_eq!(parse_metric("x{pod=\"a\"} 7\n", "x"), Some(7.0));
         assert_eq!(parse_metric("y 1\n", "x"), None);
+    }
+
+    #[test]
+    fn reads_remote_ports_and_inodes_of_tcp_rows() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0 100 0 0 10 0\n\
+   1: 0100007F:C350 0100007F:2382 01 00000000:00000000 00:00000000 00000000  1000        0 777 1 0 20 4 30 10 -1\n\
+   garbage\n";
+        assert_eq!(parse_net_tcp(tcp), [(0, 4242), (9090, 777)]);
+    }
+
+    #[test]
+    fn counts_this_processs_own_connection_and_threads() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let pid = std::process::id();
+        assert_eq!(tcp_connections_to(pid, &[port]), Some(0));
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert_eq!(tcp_connections_to(pid, &[port]), Some(1));
+        assert!(threads(pid).is_some_and(|n| n >= 1));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use anyhow::{bail, Context as _};
 use hdrhistogram::Histogram;
 use reqwest::header::CONTENT_TYPE;
 use serde::Serialize;
-use sluice_kafka::{KafkaArgs, OutRecord, Pending, Producer, ProducerSettings};
+use sluice_kafka::{headers, KafkaArgs, OutRecord, Pending, Producer, ProducerSettings};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -361,8 +361,8 @@ fn kafka_record(topic: &str, event: BenchEvent) -> OutRecord {
         headers: vec![
             // `message` is the default type: the gateway writes the same frame as for an
             // untyped event from ingest, so both ways in measure the same bytes out.
-            ("sse-event".to_owned(), b"message".to_vec()),
-            ("content-type".to_owned(), b"application/json".to_vec()),
+            (headers::EVENT_TYPE.to_owned(), b"message".to_vec()),
+            (headers::CONTENT_TYPE.to_owned(), b"application/json".to_vec()),
         ],
         timestamp_ms: Some(i64::try_from(event.sent_us / 1_000).unwrap_or(i64::MAX)),
     }
@@ -522,7 +522,7 @@ mod tests {
         assert_eq!(record.key.as_deref(), Some(&b"lane-5"[..]));
         assert_eq!(record.value, b"{}");
         let names: Vec<&str> = record.headers.iter().map(|(name, _)| name.as_str()).collect();
-        assert_eq!(names, ["sse-event", "content-type"]);
+        assert_eq!(names, [headers::EVENT_TYPE, headers::CONTENT_TYPE]);
         assert_eq!(record.timestamp_ms, Some(1_732_000_000_123));
     }
 }

@@ -161,6 +161,22 @@ impl Rig {
 
     /// Like [`Rig::start`] with `gateways` gateways on one broker.
     pub async fn start_many(args: &RigArgs, max_connections: u32, gateways: usize) -> anyhow::Result<Self> {
+        Self::start_inner(args, max_connections, gateways, 0).await
+    }
+
+    /// Like [`Rig::start`], with `count` more topics `{stream}-0` … `{stream}-{count-1}` created
+    /// on the broker before the gateway starts (the gateway's topic directory then lists them
+    /// all at once, instead of answering 404 for a few seconds after each is created).
+    pub async fn start_with_numbered_topics(args: &RigArgs, max_connections: u32, count: u32) -> anyhow::Result<Self> {
+        Self::start_inner(args, max_connections, 1, count).await
+    }
+
+    async fn start_inner(
+        args: &RigArgs,
+        max_connections: u32,
+        gateways: usize,
+        numbered_topics: u32,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             args.server == ServerKind::Gateway || args.auth == AuthMode::None,
             "--auth applies to the gateway; the baseline server has no access control"
@@ -225,6 +241,8 @@ impl Rig {
                 args.stream.clone(),
                 "--partitions".to_owned(),
                 args.partitions.unwrap_or(4).to_string(),
+                "--numbered-topics".to_owned(),
+                numbered_topics.to_string(),
             ],
             &QUIET,
         )?;
@@ -441,6 +459,11 @@ impl Rig {
     /// `sluice_gateway_connections_active` of the first server.
     pub async fn connections_active(&self) -> Option<f64> {
         procfs::parse_metric(&self.metrics(0).await?, "sluice_gateway_connections_active")
+    }
+
+    /// The first server's process id.
+    pub fn gateway_pid(&self) -> u32 {
+        self.servers[0].pid
     }
 
     pub fn gateway_rss(&self) -> Option<u64> {

@@ -46,6 +46,11 @@ pub const CONTROLLED: [(&str, &str); 4] = [
 /// no record (a transaction's control record at the head of a partition).
 const POSITION_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Metadata calls (partition counts, watermarks, offsets by time) in flight at once. librdkafka's
+/// calls block, so each takes a thread of tokio's blocking pool: a thousand streams opening at
+/// once would otherwise take hundreds of threads (and send as many requests at the brokers).
+const METADATA_CALLS: usize = 16;
+
 /// Live streams by topic, shared by the receive loop and the statistics callback.
 type Routes = Arc<DashMap<String, Arc<dyn Sink>>>;
 
@@ -58,6 +63,7 @@ pub struct KafkaSource {
     /// Which topics exist, so requests for unknown streams do not each ask Kafka.
     topics: sluice_kafka::TopicDirectory,
     timeout: Duration,
+    metadata_calls: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -103,7 +109,16 @@ impl KafkaSource {
             routes,
             topics,
             timeout,
+            metadata_calls: tokio::sync::Semaphore::new(METADATA_CALLS),
         })
+    }
+
+    /// Waits for one of the [`METADATA_CALLS`] slots.
+    async fn metadata_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, GatewayError> {
+        self.metadata_calls
+            .acquire()
+            .await
+            .map_err(|e| GatewayError::Kafka(KafkaError::Task(e.to_string())))
     }
 
     /// Receives the live consumer's records and routes them to their streams until `stop`.
@@ -172,6 +187,7 @@ impl RecordSource for KafkaSource {
             let admin = self.admin.clone();
             let (name, timeout) = (topic.to_owned(), self.timeout);
             let fetch = move || admin.fetch_metadata(Some(&name), timeout);
+            let _slot = self.metadata_slot().await?;
             match sluice_kafka::metadata::partition_count(topic, fetch).await {
                 Ok(partitions) => Ok(TopicInfo { partitions }),
                 Err(KafkaError::UnknownTopic(_)) => Err(unknown()),
@@ -189,6 +205,7 @@ impl RecordSource for KafkaSource {
         let admin = self.admin.clone();
         let (topic, timeout, partitions) = (topic.to_owned(), self.timeout, partitions.to_vec());
         async move {
+            let _slot = self.metadata_slot().await?;
             tokio::task::spawn_blocking(move || {
                 // One round trip per partition: callers ask only for those they need. The
                 // high watermark of a read_committed client is the last stable offset.
@@ -219,6 +236,7 @@ impl RecordSource for KafkaSource {
             let highs = self.watermarks(topic, &all).await?;
             let admin = self.admin.clone();
             let (name, timeout) = (topic.to_owned(), self.timeout);
+            let _slot = self.metadata_slot().await?;
             let found = tokio::task::spawn_blocking(move || {
                 let mut query = TopicPartitionList::new();
                 for p in 0..partitions as i32 {
@@ -240,9 +258,15 @@ impl RecordSource for KafkaSource {
     }
 
     fn follow(&self, topic: &str, positions: &[(usize, i64)], sink: Arc<dyn Sink>) -> Result<(), GatewayError> {
-        self.routes.insert(topic.to_owned(), sink);
         let list = partition_list(topic, positions)?;
-        self.live.incremental_assign(&list).map_err(kafka_err)
+        let first = self.routes.insert(topic.to_owned(), sink).is_none();
+        self.live.incremental_assign(&list).map_err(|e| {
+            if first {
+                // Nothing of this topic is assigned: leave no route behind either.
+                self.routes.remove(topic);
+            }
+            kafka_err(e)
+        })
     }
 
     fn unfollow(&self, topic: &str) {

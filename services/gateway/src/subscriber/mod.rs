@@ -418,8 +418,7 @@ impl Subscriber {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
-            self.runtime
-                .metrics
+            self.feed()
                 .delivery_latency
                 .observe(((now_ms - newest_ms).max(0) as f64) / 1000.0);
         }

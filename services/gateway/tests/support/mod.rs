@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue};
 use sluice_gateway::GatewayConfig;
-use sluice_kafka::{KafkaArgs, OutRecord, Producer, ProducerSettings};
+use sluice_kafka::{headers, KafkaArgs, OutRecord, Producer, ProducerSettings};
 use sluice_sse::ParsedEvent;
 use sluice_testkit::{RunningService, SseStream, TestKafka};
 
@@ -61,7 +61,7 @@ impl Fixture {
     /// Publishes `n` events `{prefix}-{i}` with type `t{i % 2}` and key `k{i % keys}`.
     pub async fn publish(&self, topic: &str, prefix: &str, n: usize, keys: usize) {
         self.publish_with_headers(topic, prefix, n, keys, |i| {
-            vec![("sse-event".into(), format!("t{}", i % 2).into_bytes())]
+            vec![(headers::EVENT_TYPE.into(), format!("t{}", i % 2).into_bytes())]
         })
         .await;
     }
