@@ -785,8 +785,34 @@ def main() -> int:
         )
         R.check(same == checksums(base), "changing replicas leaves the checksums alone")
 
+    R.section("tracing: OTEL_* only when an endpoint is set")
+    if base:
+        for dep in base.of("Deployment"):
+            env = container_env(base, dep["spec"]["template"]["spec"]["containers"][0])
+            otel = sorted(k for k in env if k.startswith("OTEL_"))
+            R.check(not otel, f"[defaults] {component_of(dep)}: no OTEL_* variable (no exporter)", f"{otel}")
+        traced = helm_install(with_auth({"tracing": {
+            "endpoint": "http://otel-collector.observability:4317",
+            "protocol": "http/protobuf",
+            "sampler": "parentbased_always_on",
+            "samplerArg": "1",
+            "resourceAttributes": "deployment.environment=test",
+        }}))
+        want = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4317",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+            "OTEL_TRACES_SAMPLER_ARG": "1",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+        }
+        for dep in traced.of("Deployment"):
+            env = container_env(traced, dep["spec"]["template"]["spec"]["containers"][0])
+            got = {k: v for k, v in env.items() if k.startswith("OTEL_")}
+            R.check(got == want, f"[tracing] {component_of(dep)}: the OTEL_* variables from `tracing`", f"{got}")
+
     R.section("refusals")
     refusals = [
+        ("tracing.protocol not an OTLP protocol", {"tracing": {"protocol": "udp"}}, "schema"),
         ("gateway.maxConnections as a string", {"gateway": {"maxConnections": "lots"}}, "schema"),
         ("autoscaling.mode outside hpa|keda|none", {"autoscaling": {"mode": "both"}}, "schema"),
         ("gateway.enabled as a string", {"gateway": {"enabled": "yes"}}, "schema"),

@@ -163,6 +163,17 @@ SLUICE_STREAMS: {{ $root.Values.kafka.streams | quote }}
 SLUICE_WORKERS: {{ $c.workers | quote }}
 SLUICE_LOG_FORMAT: {{ $root.Values.log.format | quote }}
 SLUICE_LOG: {{ $root.Values.log.level | quote }}
+{{- with $root.Values.tracing }}
+{{- if .endpoint }}
+OTEL_EXPORTER_OTLP_ENDPOINT: {{ .endpoint | quote }}
+OTEL_EXPORTER_OTLP_PROTOCOL: {{ .protocol | quote }}
+OTEL_TRACES_SAMPLER: {{ .sampler | quote }}
+OTEL_TRACES_SAMPLER_ARG: {{ .samplerArg | quote }}
+{{- with .resourceAttributes }}
+OTEL_RESOURCE_ATTRIBUTES: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{ include "sluice.authConfig" $root }}
 {{- range $k, $v := $c.extraConfig }}
 {{- if not (hasPrefix "SLUICE_" $k) }}
