@@ -282,6 +282,13 @@ impl Feed {
         (ring.next_seq(), ring.head().clone())
     }
 
+    /// The head cursor, if the ring's next sequence number is still `seq`: a reader that has
+    /// read up to `seq` has then seen every record below it.
+    pub fn head_at(&self, seq: u64) -> Option<Cursor> {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        (ring.next_seq() == seq).then(|| ring.head().clone())
+    }
+
     /// The position of "from now on": the head, or the end of Kafka when the feed last looked
     /// if the head has not reached it yet.
     pub fn latest(&self) -> Cursor {

@@ -79,6 +79,9 @@ async fn resumes_on_another_gateway_exactly_after_the_last_id() {
             assert!(i > prev, "key order broken: {prev} then {i}");
         }
     }
+    // Nothing more, but the marker that the backlog is done.
+    let marker = second.next_event(Duration::from_millis(500)).await.unwrap();
+    assert_eq!(marker.event_type, "sluice.caught-up");
     assert!(second.next(Duration::from_millis(300)).await.is_err(), "nothing more");
     a.stop(WAIT).await.unwrap();
     b.stop(WAIT).await.unwrap();

@@ -121,12 +121,15 @@ impl Client {
         }
     }
 
-    /// The next `n` events' data (checkpoints skipped), and the last id.
+    /// The next `n` events' data (checkpoints and the caught-up marker skipped), and the last id.
     async fn events(&mut self, n: usize) -> (Vec<String>, String) {
         let (mut data, mut last) = (Vec::new(), String::new());
         while data.len() < n {
             if let Seen::Event { id, kind, data: d } = self.next().await {
                 assert_ne!(kind, "gap", "unexpected gap: {d}");
+                if kind == "sluice.caught-up" {
+                    continue;
+                }
                 data.push(d);
                 last = id;
             }
@@ -241,10 +244,13 @@ async fn a_filtered_catch_up_checkpoints_past_trailing_markers() {
     // The position must move past the aborted transaction: offset 10 is the partition's end.
     let end = Cursor::new(sluice_sse::stream_fingerprint("t"), vec![10]).encode();
     loop {
-        if let Seen::Checkpoint(id) = client.next().await {
-            if id == end {
+        match client.next().await {
+            Seen::Checkpoint(id) if id == end => break,
+            Seen::Event { id, kind, .. } if kind == "sluice.caught-up" => {
+                assert_eq!(id, end, "the marker's id is past the aborted transaction");
                 break;
             }
+            _ => {}
         }
     }
 }
@@ -419,4 +425,71 @@ async fn a_catch_up_reader_failure_ends_the_stream_and_a_resume_continues_exactl
     source.fail_readers(false);
     let mut again = pod.open(None, From::Earliest, Filter::default()).await;
     assert_eq!(again.events(10).await.0, names(0..10));
+}
+
+/// Events' kinds and data up to and including the first `sluice.caught-up`, and its id.
+async fn until_caught_up(client: &mut Client) -> (Vec<String>, String) {
+    let mut seen = Vec::new();
+    loop {
+        if let Seen::Event { id, kind, data } = client.next().await {
+            if kind == "sluice.caught-up" {
+                assert_eq!(
+                    serde_json::from_str::<serde_json::Value>(&data).unwrap(),
+                    serde_json::json!({"streams": ["t"]})
+                );
+                return (seen, id);
+            }
+            seen.push(data);
+        }
+    }
+}
+
+#[tokio::test]
+async fn caught_up_comes_once_exactly_after_the_backlog_from_memory_and_from_kafka() {
+    for ring in [1000, 2] {
+        let source = ScriptedSource::new();
+        source.create("t", 2);
+        for i in 0..10 {
+            source.record("t", i % 2, None, &format!("r{i}"));
+        }
+        let pod = pod(&source, ring);
+        let mut client = pod.open(None, From::Earliest, Filter::default()).await;
+        let (mut backlog, id) = until_caught_up(&mut client).await;
+        backlog.sort();
+        assert_eq!(backlog, names(0..10), "ring {ring}: the whole backlog, then the marker");
+        assert_eq!(Cursor::decode(&id).unwrap().offsets, vec![5, 5], "its id is the position");
+        source.record("t", 0, None, "live");
+        let Seen::Event { kind, data, .. } = client.next().await else { panic!("an event") };
+        assert_eq!((kind.as_str(), data.as_str()), ("message", "live"), "ring {ring}: once only");
+    }
+}
+
+#[tokio::test]
+async fn caught_up_comes_past_trailing_markers_without_waiting_for_a_record() {
+    let source = ScriptedSource::new();
+    source.create("t", 1);
+    for i in 0..3 {
+        source.record("t", 0, None, &format!("r{i}"));
+    }
+    source.aborted("t", 0, 2);
+    let pod = pod(&source, 1000);
+    let mut client = pod.open(None, From::Earliest, Filter::default()).await;
+    let (backlog, id) = until_caught_up(&mut client).await;
+    assert_eq!(backlog, names(0..3));
+    assert_eq!(Cursor::decode(&id).unwrap().offsets, vec![6]);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_starts_at_the_head_gets_no_caught_up() {
+    let source = ScriptedSource::new();
+    source.create("t", 1);
+    source.record("t", 0, None, "old");
+    let pod = pod(&source, 1000);
+    let head = Cursor::new(sluice_sse::stream_fingerprint("t"), vec![1]).encode();
+    for (cursor, from) in [(None, From::Latest), (Some(head.as_str()), From::Latest)] {
+        let mut client = pod.open(cursor, from, Filter::default()).await;
+        source.record("t", 0, None, "new");
+        let Seen::Event { kind, .. } = client.next().await else { panic!("an event") };
+        assert_eq!(kind, "message", "{cursor:?}: nothing was behind");
+    }
 }

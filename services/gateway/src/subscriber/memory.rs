@@ -35,7 +35,16 @@ impl Subscriber {
             if let Some(last) = batch.last() {
                 next = last.seq + 1;
                 self.deliver_unkeyed(&batch).await?;
+                self.announce_caught_up().await?;
                 continue;
+            }
+            if self.catching_up() {
+                // At the head: every record below it has been seen, so the position may move
+                // past record-less offsets the ring's head already moved past.
+                if let Some(head) = feed.head_at(next) {
+                    self.adopt(&head);
+                }
+                self.announce_caught_up().await?;
             }
             let changed = async {
                 if head.changed().await.is_err() {
@@ -128,8 +137,20 @@ impl Subscriber {
                     self.dirty = true;
                 }
             }
+            self.announce_caught_up().await?;
             if batch.is_empty() {
                 self.wait(notified).await?;
+            }
+        }
+    }
+
+    /// Moves the position to `head` in the partitions this subscriber reads, where that is ahead.
+    fn adopt(&mut self, head: &sluice_sse::Cursor) {
+        for &p in &self.needed {
+            if let (Some(&next), Some(&at)) = (head.offsets.get(p), self.position.offsets.get(p)) {
+                if next > at {
+                    self.position.set_next(p, next);
+                }
             }
         }
     }

@@ -182,6 +182,9 @@ pub struct Subscriber {
     timer: Pin<Box<Sleep>>,
     /// Deliveries so far (wrapping), to pace [`Self::check_tokens`].
     deliveries: u32,
+    /// For a subscriber that started behind: the head its stream had when it connected. Once
+    /// the position reaches it, `event: sluice.caught-up` is sent, once, and this is cleared.
+    caught_up_at: Option<Vec<i64>>,
 }
 
 impl Subscriber {
@@ -216,11 +219,45 @@ impl Subscriber {
             draining: false,
             timer: Box::pin(tokio::time::sleep_until(now + timing.heartbeat)),
             deliveries: 0,
+            caught_up_at: None,
             timing,
             out,
         };
         subscriber.follow_partitions();
+        let head = subscriber.feed().latest();
+        let behind = subscriber
+            .needed
+            .iter()
+            .any(|&p| subscriber.position.offsets.get(p) < head.offsets.get(p));
+        if behind {
+            subscriber.caught_up_at = Some(head.offsets);
+        }
         subscriber
+    }
+
+    /// Whether the subscriber still waits to reach the head its stream had when it connected.
+    fn catching_up(&self) -> bool {
+        self.caught_up_at.is_some()
+    }
+
+    /// Sends `event: sluice.caught-up` (id: the position) once the position has reached the
+    /// head the stream had when the subscriber connected: the client now holds everything that
+    /// existed then, and what follows is live.
+    async fn announce_caught_up(&mut self) -> Result<(), End> {
+        let Some(target) = &self.caught_up_at else { return Ok(()) };
+        let reached = self
+            .needed
+            .iter()
+            .all(|&p| self.position.offsets.get(p) >= target.get(p).or(Some(&0)));
+        if !reached {
+            return Ok(());
+        }
+        self.caught_up_at = None;
+        let data = serde_json::json!({ "streams": [self.feed().stream] }).to_string();
+        self.dirty = false;
+        self.out
+            .send(crate::record::event_frame(&self.position, "sluice.caught-up", &data))
+            .await
     }
 
     /// Takes in partitions the topic gained since `needed` was worked out: they extend the
