@@ -13,6 +13,8 @@
 #   data: 2                 <- the event's data
 #
 # and a `:` comment line now and then (a heartbeat: it keeps proxies from closing a quiet stream).
+# Once the events that were already there when the stream opened have all been sent, one
+# `event: sluice.caught-up` frame says so (its id is the position): what follows is live.
 # Any id resumes the stream, on any gateway, with no event lost and none repeated.
 set -euo pipefail
 

@@ -10,7 +10,8 @@ after that event. So this program:
 - parses the stream the way a browser's EventSource does (the WHATWG "interpreting an event
   stream" rules, in `SseParser` below), id-only checkpoint frames included;
 - prints each event as one JSON line {"id": ..., "event": ..., "data": ...} on stdout, and
-  warnings on stderr (an `event: gap` says events were lost to Kafka's retention);
+  warnings on stderr (an `event: gap` says events were lost to Kafka's retention; the
+  `event: sluice.caught-up` marker, noted there too, says the backlog is done);
 - after a disconnect waits the server's `retry:` (jittered) and reconnects, to the next
   `--gateway` in turn, with `Last-Event-ID`;
 - with `--cursor-file`, saves the cursor after printing, so a restart resumes where it stopped.
@@ -170,6 +171,10 @@ class Consumer:
                 for event_id, event_type, data in parser.feed(chunk):
                     if event_type == "gap":
                         warn_gap(data)
+                    elif event_type == "sluice.caught-up":
+                        # Everything the stream held when this connection opened has been
+                        # printed; what follows is live. Not an event of the stream.
+                        warn("caught up: what follows is live")
                     else:
                         line = {"id": event_id, "event": event_type, "data": data}
                         print(json.dumps(line, ensure_ascii=False, separators=(",", ":")), flush=True)

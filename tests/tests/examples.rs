@@ -188,8 +188,16 @@ async fn curl_scripts_publish_watch_and_resume_on_the_other_gateway() {
         ("note", r#"{"text":"b"}"#),
     ];
     let watch = run(vec![script("watch.sh")], &env(&dev.gateways[0]));
-    let events = watch.wait_for("watch.sh to print 5 events", sse_events(5)).await;
-    assert_eq!(type_and_data(&events), published, "{}", watch.report());
+    // The raw stream: the five events, then the marker that the backlog is done.
+    let events = watch
+        .wait_for("watch.sh to print 5 events and the marker", sse_events(6))
+        .await;
+    assert_eq!(type_and_data(&events[..5]), published, "{}", watch.report());
+    assert_eq!(events[5].event_type, "sluice.caught-up", "{}", watch.report());
+    assert_eq!(
+        events[5].id, events[4].id,
+        "the marker's id is the position after the backlog"
+    );
     assert!(parse_stream(&watch.stdout()).retry_ms.is_some(), "a retry: first");
 
     // Resume after the second event, on the other gateway; then an event published live.
@@ -199,8 +207,9 @@ async fn curl_scripts_publish_watch_and_resume_on_the_other_gateway() {
         .wait_for("the resumed watch.sh to print 3 events", sse_events(3))
         .await;
     publish(&dev.ingest, stream, 0..1).await;
-    let events = resume.wait_for("the live event", sse_events(4)).await;
+    let events = resume.wait_for("the live event", sse_events(5)).await;
     let mut expected = published[2..].to_vec();
+    expected.push(("sluice.caught-up", r#"{"streams":["examples-curl"]}"#));
     expected.push(("message", r#"{"seq":0}"#));
     assert_eq!(type_and_data(&events), expected, "{}", resume.report());
 

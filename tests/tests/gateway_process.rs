@@ -87,6 +87,7 @@ async fn open(gateway: SocketAddr, topic: &str, last_id: Option<&str>) -> SseStr
 async fn read(stream: &mut SseStream, got: &mut Vec<usize>, want: usize) -> Option<String> {
     while got.len() < want {
         match stream.next(WAIT).await.unwrap() {
+            Next::Event(event) if event.event_type == "sluice.caught-up" => {}
             Next::Event(event) => got.push(seq(&event.data)),
             Next::Ended => break,
         }

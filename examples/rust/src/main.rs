@@ -9,7 +9,8 @@
 //! - parses the stream with `sluice_sse::Parser`, which follows the WHATWG rules a browser's
 //!   `EventSource` follows (id-only checkpoint frames move the cursor without an event);
 //! - prints each event as one JSON line `{"id":…,"event":…,"data":…}` on stdout, warnings on
-//!   stderr (an `event: gap` says events were lost to Kafka's retention);
+//!   stderr (an `event: gap` says events were lost to Kafka's retention; the
+//!   `event: sluice.caught-up` marker, noted there too, says the backlog is done);
 //! - after a disconnect waits the server's `retry:` (jittered) and reconnects, to the next
 //!   `--gateway` in turn, with `Last-Event-ID`;
 //! - with `--cursor-file`, saves the cursor after printing, so a restart resumes where it stopped.
@@ -200,6 +201,10 @@ impl Consumer {
                         "sluice-consume: warning: events were lost to Kafka's retention: {}",
                         event.data
                     );
+                } else if event.event_type == "sluice.caught-up" {
+                    // Everything the stream held when this connection opened has been printed;
+                    // what follows is live. Not an event of the stream: not printed.
+                    eprintln!("sluice-consume: caught up: what follows is live");
                 } else {
                     let line = Line {
                         id: event.id.as_deref(),

@@ -457,10 +457,20 @@ async fn caught_up_comes_once_exactly_after_the_backlog_from_memory_and_from_kaf
         let (mut backlog, id) = until_caught_up(&mut client).await;
         backlog.sort();
         assert_eq!(backlog, names(0..10), "ring {ring}: the whole backlog, then the marker");
-        assert_eq!(Cursor::decode(&id).unwrap().offsets, vec![5, 5], "its id is the position");
+        assert_eq!(
+            Cursor::decode(&id).unwrap().offsets,
+            vec![5, 5],
+            "its id is the position"
+        );
         source.record("t", 0, None, "live");
-        let Seen::Event { kind, data, .. } = client.next().await else { panic!("an event") };
-        assert_eq!((kind.as_str(), data.as_str()), ("message", "live"), "ring {ring}: once only");
+        let Seen::Event { kind, data, .. } = client.next().await else {
+            panic!("an event")
+        };
+        assert_eq!(
+            (kind.as_str(), data.as_str()),
+            ("message", "live"),
+            "ring {ring}: once only"
+        );
     }
 }
 
@@ -489,7 +499,9 @@ async fn a_subscriber_that_starts_at_the_head_gets_no_caught_up() {
     for (cursor, from) in [(None, From::Latest), (Some(head.as_str()), From::Latest)] {
         let mut client = pod.open(cursor, from, Filter::default()).await;
         source.record("t", 0, None, "new");
-        let Seen::Event { kind, .. } = client.next().await else { panic!("an event") };
+        let Seen::Event { kind, .. } = client.next().await else {
+            panic!("an event")
+        };
         assert_eq!(kind, "message", "{cursor:?}: nothing was behind");
     }
 }

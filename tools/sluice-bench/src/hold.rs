@@ -769,7 +769,8 @@ impl BodyDecoder {
                     Observation::UnknownLane => tally.unknown_lane += 1,
                 }
             }
-            Frame::IdOnly { id } => books.remember_id(id),
+            Frame::IdOnly { id } | Frame::Control { id: Some(id) } => books.remember_id(id),
+            Frame::Control { id: None } => {}
             Frame::Comment => tally.counts.heartbeats += 1,
             Frame::Retry => {}
         });

@@ -167,6 +167,9 @@ pub enum Frame<'a> {
     Event { data: &'a [u8], id: Option<&'a [u8]> },
     /// A frame with an `id:` but no data: a checkpoint.
     IdOnly { id: &'a [u8] },
+    /// A frame of one of the gateway's own events (`event: sluice.…`, such as
+    /// `sluice.caught-up`): not an event of the stream, so not counted as one.
+    Control { id: Option<&'a [u8]> },
     /// A frame with only `retry:` (the gateway's first frame).
     Retry,
     /// A comment line (`:` …), which is how heartbeats travel.
@@ -185,6 +188,8 @@ pub struct SseParser {
     has_data: bool,
     has_id: bool,
     has_retry: bool,
+    /// The frame's `event:` names one of the gateway's own events.
+    control: bool,
 }
 
 impl SseParser {
@@ -211,7 +216,9 @@ impl SseParser {
     fn line(&mut self, line: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
         if line.is_empty() {
             let id = self.has_id.then_some(self.id.as_slice());
-            if self.has_data {
+            if self.has_data && self.control {
+                on_frame(Frame::Control { id });
+            } else if self.has_data {
                 on_frame(Frame::Event { data: &self.data, id });
             } else if let Some(id) = id {
                 on_frame(Frame::IdOnly { id });
@@ -222,6 +229,7 @@ impl SseParser {
             self.has_data = false;
             self.has_id = false;
             self.has_retry = false;
+            self.control = false;
             return;
         }
         if line[0] == b':' {
@@ -249,6 +257,7 @@ impl SseParser {
                 self.has_id = true;
             }
             b"retry" => self.has_retry = true,
+            b"event" => self.control = value.starts_with(b"sluice."),
             _ => {}
         }
     }
@@ -477,6 +486,7 @@ mod tests {
                 Frame::IdOnly { id } => format!("id-only {}", String::from_utf8_lossy(id)),
                 Frame::Retry => "retry".into(),
                 Frame::Comment => "comment".into(),
+                Frame::Control { .. } => "control".into(),
             })
         });
         seen
@@ -485,13 +495,14 @@ mod tests {
     #[test]
     fn splits_the_gateway_frames() {
         let stream =
-            b"retry: 2100\n\nid: c1\nevent: t\ndata: {\"a\":1}\n\n: \n\nid: c2\n\nid: c3\ndata: x\ndata: y\n\n";
+            b"retry: 2100\n\nid: c1\nevent: t\ndata: {\"a\":1}\n\n: \n\nid: c2\n\nid: c3\ndata: x\ndata: y\n\nid: c3\nevent: sluice.caught-up\ndata: {}\n\n";
         let expected = [
             "retry",
             "event {\"a\":1} #c1",
             "comment",
             "id-only c2",
             "event x\ny #c3",
+            "control",
         ];
         assert_eq!(frames(&mut SseParser::default(), stream), expected);
         // The same bytes in pieces of every size give the same frames.

@@ -244,7 +244,9 @@ impl Subscriber {
     /// head the stream had when the subscriber connected: the client now holds everything that
     /// existed then, and what follows is live.
     async fn announce_caught_up(&mut self) -> Result<(), End> {
-        let Some(target) = &self.caught_up_at else { return Ok(()) };
+        let Some(target) = &self.caught_up_at else {
+            return Ok(());
+        };
         let reached = self
             .needed
             .iter()
