@@ -86,8 +86,7 @@ async fn open(gateway: SocketAddr, topic: &str, last_id: Option<&str>) -> SseStr
 /// Reads into `got` until it holds `want` events or the stream ends; returns the last id.
 async fn read(stream: &mut SseStream, got: &mut Vec<usize>, want: usize) -> Option<String> {
     while got.len() < want {
-        match stream.next(WAIT).await.unwrap() {
-            Next::Event(event) if event.event_type == "sluice.caught-up" => {}
+        match stream.next_stream_event(WAIT).await.unwrap() {
             Next::Event(event) => got.push(seq(&event.data)),
             Next::Ended => break,
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_testkit::process::ServiceProcess;
+use sluice_testkit::sse::Next;
 use sluice_testkit::{eventually, SseStream, TestKafka};
 use tokio::io::AsyncWriteExt;
 
@@ -52,14 +53,11 @@ async fn publish(http: &reqwest::Client, ingest: &ServiceProcess, topic: &str, f
 }
 
 async fn read_seq(stream: &mut SseStream, from: usize, n: usize) {
-    let mut i = from;
-    while i < from + n {
-        let event = stream.next_event(WAIT).await.unwrap();
-        if event.event_type == "sluice.caught-up" {
-            continue; // the marker that the backlog is done, not an event of the stream
-        }
+    for i in from..from + n {
+        let Next::Event(event) = stream.next_stream_event(WAIT).await.unwrap() else {
+            panic!("the stream ended before event {i}");
+        };
         assert!(event.data.starts_with(&format!("\"{i}-")), "event {i}");
-        i += 1;
     }
 }
 

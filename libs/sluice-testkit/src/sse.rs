@@ -84,6 +84,20 @@ impl SseStream {
         }
     }
 
+    /// [`SseStream::next`], as a client listening for the stream's events sees it: the
+    /// `sluice.caught-up` marker (the backlog is done; not an event of the stream) is skipped,
+    /// within the same `timeout`.
+    pub async fn next_stream_event(&mut self, timeout: Duration) -> anyhow::Result<Next> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await? {
+                Next::Event(event) if event.event_type == "sluice.caught-up" => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+
     /// The last event id the stream has set (dispatched events and id-only checkpoints).
     pub fn last_event_id(&self) -> Option<String> {
         self.parser.last_event_id().map(str::to_owned)

@@ -167,8 +167,8 @@ pub enum Frame<'a> {
     Event { data: &'a [u8], id: Option<&'a [u8]> },
     /// A frame with an `id:` but no data: a checkpoint.
     IdOnly { id: &'a [u8] },
-    /// A frame of one of the gateway's own events (`event: sluice.…`, such as
-    /// `sluice.caught-up`): not an event of the stream, so not counted as one.
+    /// A frame of the gateway's own markers (`sluice.caught-up`, `sluice.reauth`): not an event
+    /// of the stream, so not counted as one. (`sluice.binary` and `sluice.tombstone` are.)
     Control { id: Option<&'a [u8]> },
     /// A frame with only `retry:` (the gateway's first frame).
     Retry,
@@ -188,7 +188,7 @@ pub struct SseParser {
     has_data: bool,
     has_id: bool,
     has_retry: bool,
-    /// The frame's `event:` names one of the gateway's own events.
+    /// The frame's `event:` names one of the gateway's own markers.
     control: bool,
 }
 
@@ -257,7 +257,7 @@ impl SseParser {
                 self.has_id = true;
             }
             b"retry" => self.has_retry = true,
-            b"event" => self.control = value.starts_with(b"sluice."),
+            b"event" => self.control = matches!(value, b"sluice.caught-up" | b"sluice.reauth"),
             _ => {}
         }
     }

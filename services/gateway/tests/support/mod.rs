@@ -12,6 +12,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use sluice_gateway::GatewayConfig;
 use sluice_kafka::{headers, KafkaArgs, OutRecord, Producer, ProducerSettings};
 use sluice_sse::ParsedEvent;
+use sluice_testkit::sse::Next;
 use sluice_testkit::{RunningService, SseStream, TestKafka};
 
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -130,9 +131,9 @@ pub async fn open_with_headers(gateway: &RunningService, path: &str, headers: &[
 pub async fn read_n(stream: &mut SseStream, n: usize) -> Vec<ParsedEvent> {
     let mut events = Vec::with_capacity(n);
     while events.len() < n {
-        match stream.next_event(WAIT).await {
-            Ok(event) if event.event_type == "sluice.caught-up" => {}
-            Ok(event) => events.push(event),
+        match stream.next_stream_event(WAIT).await {
+            Ok(Next::Event(event)) => events.push(event),
+            Ok(Next::Ended) => panic!("after {} of {n} events: the stream ended", events.len()),
             Err(err) => panic!("after {} of {n} events: {err}", events.len()),
         }
     }
