@@ -25,8 +25,25 @@
 //! storing them relative to the smallest keeps each one to one or two bytes; see the crate's
 //! README for measured sizes.
 //!
-//! The version byte exists so the format can grow; a cursor covering several streams of one
-//! connection will be a new version, and v1 cursors stay readable.
+//! The version byte exists so the format can grow: version 2 below covers several streams, and
+//! v1 cursors stay readable.
+//!
+//! # Wire format, version 2: several streams
+//!
+//! A [`MultiCursor`] is the one cursor of a connection that reads several streams
+//! (`GET /v1/streams/{a},{b}`). Its text is base64url, as above, of:
+//!
+//! | bytes | meaning |
+//! |---|---|
+//! | 1 | version, `2` |
+//! | varint | stream count `S`, `1..=`[`MAX_STREAMS`] |
+//! | `S` blocks | per stream, exactly the v1 bytes after the version byte: 4-byte fingerprint, `N`, `base`, `N` deltas |
+//!
+//! Blocks are strictly ascending by fingerprint, so a set of streams has one spelling and a
+//! repeated stream is refused. Every block obeys v1's canonical rules, and the partitions of all
+//! blocks together are capped at [`MAX_PARTITIONS`], so a v2 cursor costs the decoder no more
+//! than a v1 one. Single-stream connections keep writing v1; [`MultiCursor::decode`] reads
+//! both versions, [`Cursor::decode`] only v1.
 //!
 //! # Invariants
 //!
@@ -35,11 +52,12 @@
 //!   decoding succeeds, re-encoding gives back the same text (the fuzz target checks this), and
 //!   ids can be compared as strings.
 //! - **Decoding is total and bounded.** Any input yields `Ok` or a [`CursorError`], never a
-//!   panic. The text length is capped at [`MAX_ENCODED_LEN`] and the partition count at
-//!   [`MAX_PARTITIONS`] (and by the bytes actually present) before anything is allocated.
-//! - **Every cursor the encoder can produce decodes.** [`MAX_ENCODED_LEN`] is derived from
-//!   [`MAX_PARTITIONS`] and the widest varints, not picked separately. The HTTP layer may of
-//!   course refuse long headers earlier.
+//!   panic. The text length is capped at [`MAX_ENCODED_LEN`] ([`MAX_ENCODED_LEN_V2`] for
+//!   [`MultiCursor`]) and the partition count at [`MAX_PARTITIONS`] (and by the bytes actually
+//!   present) before anything is allocated.
+//! - **Every cursor the encoder can produce decodes.** Both length caps are derived from
+//!   [`MAX_PARTITIONS`], [`MAX_STREAMS`] and the widest varints, not picked separately. The HTTP
+//!   layer may of course refuse long headers earlier.
 
 use std::fmt;
 use std::str::FromStr;
@@ -48,8 +66,14 @@ use bytes::BufMut;
 
 use crate::base64url;
 
-/// The only version this build writes and reads.
+/// The version [`Cursor`] writes and reads: one stream.
 pub const VERSION: u8 = 1;
+
+/// The version [`MultiCursor`] writes: several streams.
+pub const VERSION_V2: u8 = 2;
+
+/// Most streams one v2 cursor may cover.
+pub const MAX_STREAMS: usize = 64;
 
 /// The largest partition count a cursor may carry. Far above any topic Sluice expects; it
 /// exists so a forged count cannot make the decoder allocate gigabytes.
@@ -61,6 +85,19 @@ pub const MAX_PARTITIONS: usize = 10_000;
 pub const MAX_ENCODED_LEN: usize = base64url::encoded_len(
     HEADER_LEN + varint_len(MAX_PARTITIONS as u64) + MAX_VARINT_LEN + 1 + MAX_VARINT_LEN * (MAX_PARTITIONS - 1),
 );
+
+/// The longest text [`MultiCursor::decode`] accepts (about 118 KiB), an exact bound: every
+/// stream's block is at most a fingerprint, a 2-byte count, and the 1-byte zero delta at its base
+/// (a 9-byte base takes the place of one 9-byte delta), and every partition at most a 9-byte
+/// delta. Exact because [`MAX_PARTITIONS`] leaves every one of [`MAX_STREAMS`] streams at least 128
+/// partitions, enough for a 2-byte count. It exceeds [`MAX_ENCODED_LEN`], so v1 texts fit too.
+pub const MAX_ENCODED_LEN_V2: usize = base64url::encoded_len(
+    1 + varint_len(MAX_STREAMS as u64)
+        + MAX_STREAMS * (4 + varint_len(MAX_PARTITIONS as u64) + 1)
+        + MAX_VARINT_LEN * MAX_PARTITIONS,
+);
+
+const _: () = assert!(MAX_ENCODED_LEN_V2 >= MAX_ENCODED_LEN);
 
 /// Version byte plus fingerprint.
 const HEADER_LEN: usize = 1 + 4;
@@ -106,14 +143,20 @@ pub enum CursorError {
     /// The bytes ended in the middle of a field.
     #[error("cursor is truncated")]
     Truncated,
-    /// Claims more partitions than [`MAX_PARTITIONS`].
+    /// Claims more partitions than [`MAX_PARTITIONS`] (counting every stream of a v2 cursor).
     #[error("cursor claims {0} partitions; the limit is {MAX_PARTITIONS}")]
     TooManyPartitions(u64),
+    /// A v2 cursor claiming more streams than [`MAX_STREAMS`].
+    #[error("cursor claims {0} streams; the limit is {MAX_STREAMS}")]
+    TooManyStreams(u64),
+    /// A v2 cursor naming the stream with this fingerprint twice.
+    #[error("cursor names stream {0:#010x} twice")]
+    DuplicateStream(u32),
     /// A varint wider than 63 bits, or an offset beyond `i64::MAX`.
     #[error("cursor holds an offset that does not fit in 63 bits")]
     Overflow,
     /// Decodes to values the encoder would have spelled differently (padding bits set, an
-    /// overlong varint, a base that is not the smallest offset).
+    /// overlong varint, a base that is not the smallest offset, v2 streams out of order or none).
     #[error("cursor is not in canonical form")]
     NonCanonical,
     /// Bytes left over after the last partition.
@@ -194,13 +237,7 @@ impl Cursor {
     /// The exact length of [`Cursor::encode`]'s output, so frame builders can size their
     /// buffer once.
     pub fn encoded_len(&self) -> usize {
-        let base = self.base();
-        let varints: usize = self
-            .offsets
-            .iter()
-            .map(|&o| varint_len(o.wrapping_sub(base) as u64))
-            .sum();
-        base64url::encoded_len(HEADER_LEN + varint_len(self.offsets.len() as u64) + varint_len(base as u64) + varints)
+        base64url::encoded_len(1 + self.body_len())
     }
 
     /// The cursor's text.
@@ -216,23 +253,9 @@ impl Cursor {
     /// Appends the cursor's text to `out` (a `Vec<u8>`, or the `BytesMut` of a frame being
     /// built) without any intermediate buffer. Same precondition as [`Cursor::encode`].
     pub fn encode_into<B: BufMut>(&self, out: &mut B) {
-        debug_assert!(
-            self.offsets.iter().all(|&o| o >= 0),
-            "cursor offsets must be >= 0: {:?}",
-            self.offsets
-        );
-        debug_assert!(self.offsets.len() <= MAX_PARTITIONS);
-        let base = self.base();
         let mut enc = base64url::Encoder::new(out);
         enc.push(VERSION);
-        enc.push_slice(&self.fingerprint.to_le_bytes());
-        write_varint(&mut enc, self.offsets.len() as u64);
-        write_varint(&mut enc, base as u64);
-        for &offset in &self.offsets {
-            // Wrapping only matters when the precondition is broken; then the cursor is
-            // garbage, but encoding still must not panic in release.
-            write_varint(&mut enc, offset.wrapping_sub(base) as u64);
-        }
+        self.write_body(&mut enc);
         enc.finish();
     }
 
@@ -241,29 +264,60 @@ impl Cursor {
     /// This checks the format only; call [`Cursor::check_stream`] to check it belongs to the
     /// stream being opened.
     pub fn decode(text: &str) -> Result<Self, CursorError> {
-        if text.is_empty() {
-            return Err(CursorError::Empty);
-        }
-        if text.len() > MAX_ENCODED_LEN {
-            return Err(CursorError::TooLong {
-                len: text.len(),
-                max: MAX_ENCODED_LEN,
-            });
-        }
-        let bytes = base64url::decode(text.as_bytes()).map_err(|e| match e {
-            base64url::DecodeError::Invalid => CursorError::NotBase64,
-            base64url::DecodeError::NonCanonical => CursorError::NonCanonical,
-        })?;
+        let bytes = decode_text(text, MAX_ENCODED_LEN)?;
         let mut reader = Reader { bytes: &bytes };
-
         let version = reader.byte()?;
         if version != VERSION {
             return Err(CursorError::UnsupportedVersion(version));
         }
+        let cursor = Self::read_body(&mut reader, 0)?;
+        reader.finish()?;
+        Ok(cursor)
+    }
+
+    fn base(&self) -> i64 {
+        self.offsets.iter().copied().min().unwrap_or(0)
+    }
+
+    /// Length in bytes of [`Cursor::write_body`]'s output.
+    fn body_len(&self) -> usize {
+        let base = self.base();
+        let varints: usize = self
+            .offsets
+            .iter()
+            .map(|&o| varint_len(o.wrapping_sub(base) as u64))
+            .sum();
+        HEADER_LEN - 1 + varint_len(self.offsets.len() as u64) + varint_len(base as u64) + varints
+    }
+
+    /// Everything after the version byte in v1, and one stream's block in v2.
+    fn write_body<B: BufMut>(&self, enc: &mut base64url::Encoder<'_, B>) {
+        debug_assert!(
+            self.offsets.iter().all(|&o| o >= 0),
+            "cursor offsets must be >= 0: {:?}",
+            self.offsets
+        );
+        debug_assert!(self.offsets.len() <= MAX_PARTITIONS);
+        let base = self.base();
+        enc.push_slice(&self.fingerprint.to_le_bytes());
+        write_varint(enc, self.offsets.len() as u64);
+        write_varint(enc, base as u64);
+        for &offset in &self.offsets {
+            // Wrapping only matters when the precondition is broken; then the cursor is
+            // garbage, but encoding still must not panic in release.
+            write_varint(enc, offset.wrapping_sub(base) as u64);
+        }
+    }
+
+    /// Reads what [`Cursor::write_body`] wrote. `earlier` partitions were already read from
+    /// this text (other streams of a v2 cursor) and count towards [`MAX_PARTITIONS`].
+    fn read_body(reader: &mut Reader<'_>, earlier: usize) -> Result<Self, CursorError> {
         let fingerprint = u32::from_le_bytes(reader.array()?);
         let count = reader.varint()?;
-        if count > MAX_PARTITIONS as u64 {
-            return Err(CursorError::TooManyPartitions(count));
+        // No overflow: `earlier` is at most MAX_PARTITIONS and varints hold 63 bits.
+        let total = earlier as u64 + count;
+        if total > MAX_PARTITIONS as u64 {
+            return Err(CursorError::TooManyPartitions(total));
         }
         // Both casts are lossless: `count` is at most MAX_PARTITIONS, and varints hold 63 bits.
         let count = count as usize;
@@ -285,15 +339,172 @@ impl Cursor {
         if !canonical {
             return Err(CursorError::NonCanonical);
         }
-        if !reader.bytes.is_empty() {
-            return Err(CursorError::TrailingBytes);
-        }
         Ok(Self { fingerprint, offsets })
     }
+}
 
-    fn base(&self) -> i64 {
-        self.offsets.iter().copied().min().unwrap_or(0)
+/// A position in every partition of several streams: one v1 [`Cursor`] (fingerprint + offsets)
+/// per stream, kept sorted by fingerprint, fingerprints unique. See the [module docs](self) for
+/// its wire format (version 2).
+///
+/// The gateway keeps one per multi-stream connection, moves a stream's offsets through
+/// [`MultiCursor::get_mut`] and [`Cursor::set_next`], and mints every event id from it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MultiCursor {
+    streams: Vec<Cursor>,
+}
+
+impl MultiCursor {
+    /// A cursor over `streams`, sorted by fingerprint.
+    ///
+    /// Refuses what [`MultiCursor::decode`] would refuse of its text: a repeated fingerprint
+    /// ([`CursorError::DuplicateStream`]), more than [`MAX_STREAMS`] streams
+    /// ([`CursorError::TooManyStreams`]), more than [`MAX_PARTITIONS`] partitions in all
+    /// ([`CursorError::TooManyPartitions`]), and no stream at all ([`CursorError::Empty`]).
+    pub fn new(mut streams: Vec<Cursor>) -> Result<Self, CursorError> {
+        if streams.is_empty() {
+            return Err(CursorError::Empty);
+        }
+        if streams.len() > MAX_STREAMS {
+            return Err(CursorError::TooManyStreams(streams.len() as u64));
+        }
+        let partitions: usize = streams.iter().map(|c| c.offsets.len()).sum();
+        if partitions > MAX_PARTITIONS {
+            return Err(CursorError::TooManyPartitions(partitions as u64));
+        }
+        streams.sort_unstable_by_key(|c| c.fingerprint);
+        if let Some(pair) = streams.windows(2).find(|w| w[0].fingerprint == w[1].fingerprint) {
+            return Err(CursorError::DuplicateStream(pair[0].fingerprint));
+        }
+        Ok(Self { streams })
     }
+
+    /// One cursor per stream, ascending by fingerprint.
+    pub fn streams(&self) -> &[Cursor] {
+        &self.streams
+    }
+
+    /// The component for the stream with `fingerprint`.
+    pub fn get(&self, fingerprint: u32) -> Option<&Cursor> {
+        self.index(fingerprint).map(|i| &self.streams[i])
+    }
+
+    /// The component for the stream with `fingerprint`, to move its offsets with
+    /// [`Cursor::set_next`]. Leave its `fingerprint` alone: the order of the streams depends on
+    /// it, and a cursor encoded out of order does not decode.
+    pub fn get_mut(&mut self, fingerprint: u32) -> Option<&mut Cursor> {
+        self.index(fingerprint).map(move |i| &mut self.streams[i])
+    }
+
+    /// The exact length of [`MultiCursor::encode`]'s output.
+    pub fn encoded_len(&self) -> usize {
+        let blocks: usize = self.streams.iter().map(Cursor::body_len).sum();
+        base64url::encoded_len(1 + varint_len(self.streams.len() as u64) + blocks)
+    }
+
+    /// The cursor's text, always version 2, even for one stream.
+    ///
+    /// Precondition, as for [`Cursor::encode`]: offsets `>= 0`, at most [`MAX_PARTITIONS`] in
+    /// all streams together, fingerprints untouched since [`MultiCursor::new`]. Debug builds
+    /// assert it; a release build writes a cursor that fails to decode.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_into(&mut out);
+        String::from_utf8(out).expect("the base64url alphabet is ASCII")
+    }
+
+    /// Appends the cursor's text to `out` without any intermediate buffer. Same precondition as
+    /// [`MultiCursor::encode`].
+    pub fn encode_into<B: BufMut>(&self, out: &mut B) {
+        debug_assert!(
+            self.streams.windows(2).all(|w| w[0].fingerprint < w[1].fingerprint),
+            "multi-cursor streams out of order or repeated"
+        );
+        debug_assert!(self.streams.iter().map(|c| c.offsets.len()).sum::<usize>() <= MAX_PARTITIONS);
+        let mut enc = base64url::Encoder::new(out);
+        enc.push(VERSION_V2);
+        write_varint(&mut enc, self.streams.len() as u64);
+        for stream in &self.streams {
+            stream.write_body(&mut enc);
+        }
+        enc.finish();
+    }
+
+    /// Parses a v2 text, or a v1 text as a cursor over its one stream. Total and bounded like
+    /// [`Cursor::decode`]; checks the format only, not which streams the request names.
+    pub fn decode(text: &str) -> Result<Self, CursorError> {
+        let bytes = decode_text(text, MAX_ENCODED_LEN_V2)?;
+        let mut reader = Reader { bytes: &bytes };
+        let streams = match reader.byte()? {
+            VERSION => vec![Cursor::read_body(&mut reader, 0)?],
+            VERSION_V2 => Self::read_blocks(&mut reader)?,
+            other => return Err(CursorError::UnsupportedVersion(other)),
+        };
+        reader.finish()?;
+        Ok(Self { streams })
+    }
+
+    /// The v2 stream count and blocks, checking order and the bounds as they are read.
+    fn read_blocks(reader: &mut Reader<'_>) -> Result<Vec<Cursor>, CursorError> {
+        let count = reader.varint()?;
+        if count == 0 {
+            return Err(CursorError::NonCanonical);
+        }
+        if count > MAX_STREAMS as u64 {
+            return Err(CursorError::TooManyStreams(count));
+        }
+        // At most MAX_STREAMS small structs, whatever the input.
+        let mut streams: Vec<Cursor> = Vec::with_capacity(count as usize);
+        let mut partitions = 0;
+        for _ in 0..count {
+            let stream = Cursor::read_body(reader, partitions)?;
+            if let Some(previous) = streams.last() {
+                if stream.fingerprint == previous.fingerprint {
+                    return Err(CursorError::DuplicateStream(stream.fingerprint));
+                }
+                if stream.fingerprint < previous.fingerprint {
+                    return Err(CursorError::NonCanonical);
+                }
+            }
+            partitions += stream.offsets.len();
+            streams.push(stream);
+        }
+        Ok(streams)
+    }
+
+    fn index(&self, fingerprint: u32) -> Option<usize> {
+        self.streams.binary_search_by_key(&fingerprint, |c| c.fingerprint).ok()
+    }
+}
+
+/// The v2 text, as [`MultiCursor::encode`] writes it.
+impl fmt::Display for MultiCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.encode())
+    }
+}
+
+impl FromStr for MultiCursor {
+    type Err = CursorError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::decode(s)
+    }
+}
+
+/// The bytes under a cursor's text, refusing empty, over-long (`max` characters) and
+/// non-canonical base64url text before anything is allocated.
+fn decode_text(text: &str, max: usize) -> Result<Vec<u8>, CursorError> {
+    if text.is_empty() {
+        return Err(CursorError::Empty);
+    }
+    if text.len() > max {
+        return Err(CursorError::TooLong { len: text.len(), max });
+    }
+    base64url::decode(text.as_bytes()).map_err(|e| match e {
+        base64url::DecodeError::Invalid => CursorError::NotBase64,
+        base64url::DecodeError::NonCanonical => CursorError::NonCanonical,
+    })
 }
 
 /// The cursor's text, as [`Cursor::encode`] writes it.
@@ -333,6 +544,15 @@ impl Reader<'_> {
         let (&first, rest) = self.bytes.split_first().ok_or(CursorError::Truncated)?;
         self.bytes = rest;
         Ok(first)
+    }
+
+    /// `Ok` once every byte was read.
+    fn finish(&self) -> Result<(), CursorError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(CursorError::TrailingBytes)
+        }
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], CursorError> {

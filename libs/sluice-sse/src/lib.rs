@@ -3,7 +3,8 @@
 //!
 //! - [`cursor`]: the SSE event id. A versioned, URL-safe encoding of the next Kafka offset to
 //!   read in every partition of a stream, plus a stream fingerprint. Resuming at a cursor yields
-//!   exactly the events after the one that carried it.
+//!   exactly the events after the one that carried it. [`MultiCursor`] (format version 2) is the
+//!   one cursor of a connection reading several streams.
 //! - [`frame`]: building SSE frames (`id:` / `event:` / `data:` lines, comments, `retry:`,
 //!   id-only checkpoints). A frame is built once per Kafka record and shared as [`bytes::Bytes`]
 //!   by every subscriber, so the builders size their buffer exactly and allocate once.
@@ -21,6 +22,6 @@ pub mod parse;
 
 mod base64url;
 
-pub use cursor::{stream_fingerprint, Cursor, CursorError};
+pub use cursor::{stream_fingerprint, Cursor, CursorError, MultiCursor, MAX_STREAMS};
 pub use frame::FrameError;
 pub use parse::{parse_stream, ParsedEvent, ParsedStream, Parser};
