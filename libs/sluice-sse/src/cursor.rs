@@ -765,11 +765,229 @@ mod tests {
         assert_eq!(Cursor::decode(&text), Ok(widest));
     }
 
+    /// A v2 text: version, stream count `streams`, then `blocks` as they are.
+    fn raw2(streams: u64, blocks: &[u8]) -> String {
+        b64(&[&[VERSION_V2][..], &varint(streams), blocks].concat())
+    }
+
+    /// One v2 block: fingerprint, then `rest` (count, base, deltas).
+    fn block(fingerprint: u32, rest: &[u8]) -> Vec<u8> {
+        [&fingerprint.to_le_bytes()[..], rest].concat()
+    }
+
+    fn multi(streams: Vec<Cursor>) -> MultiCursor {
+        MultiCursor::new(streams).unwrap()
+    }
+
+    fn multi_round_trip(cursor: &MultiCursor) {
+        let text = cursor.encode();
+        assert_eq!(text.len(), cursor.encoded_len(), "{cursor:?}");
+        assert_eq!(MultiCursor::decode(&text).as_ref(), Ok(cursor), "{text}");
+    }
+
+    /// What decoding a text as a [`MultiCursor`] promises: it is the canonical v2 text of the
+    /// result, or the canonical v1 text of its one stream.
+    fn is_canonical_spelling(text: &str, cursor: &MultiCursor) -> bool {
+        match Cursor::decode(text) {
+            Ok(single) => cursor.streams() == [single.clone()] && single.encode() == text,
+            Err(_) => cursor.encode() == text && cursor.encoded_len() == text.len(),
+        }
+    }
+
+    #[test]
+    fn multi_round_trips_one_two_and_max_streams() {
+        let orders = stream_fingerprint("orders");
+        let payments = stream_fingerprint("payments");
+        multi_round_trip(&multi(vec![Cursor::new(orders, vec![])]));
+        multi_round_trip(&multi(vec![Cursor::new(orders, vec![5, 3])]));
+        multi_round_trip(&multi(vec![
+            Cursor::new(orders, vec![1_000_000, 1_000_250]),
+            Cursor::new(payments, vec![]),
+        ]));
+        multi_round_trip(&multi(vec![
+            Cursor::new(u32::MAX, vec![i64::MAX]),
+            Cursor::new(0, vec![0, i64::MAX, 0]),
+        ]));
+        let all = (0..MAX_STREAMS as u32).map(|s| Cursor::new(s * 7919, vec![i64::from(s); 12]));
+        let all = multi(all.collect());
+        assert_eq!(all.streams().len(), MAX_STREAMS);
+        multi_round_trip(&all);
+    }
+
+    #[test]
+    fn multi_encode_is_v2_even_for_one_stream() {
+        let single = Cursor::new(FP, vec![0]);
+        let text = multi(vec![single.clone()]).encode();
+        assert_ne!(text, single.encode());
+        assert_eq!(base64url::decode(text.as_bytes()).unwrap()[0], VERSION_V2);
+    }
+
+    #[test]
+    fn multi_decode_reads_a_v1_cursor_as_one_stream() {
+        let single = Cursor::new(FP, vec![10, 20, 30]);
+        let decoded = MultiCursor::decode(&single.encode()).unwrap();
+        assert_eq!(decoded.streams(), [single]);
+        assert_eq!(
+            MultiCursor::decode("AQECAwQBAAA").unwrap().streams(),
+            [Cursor::new(0x0403_0201, vec![0])]
+        );
+    }
+
+    #[test]
+    fn single_stream_decode_still_refuses_v2() {
+        let text = multi(vec![Cursor::new(FP, vec![1])]).encode();
+        assert_eq!(Cursor::decode(&text), Err(CursorError::UnsupportedVersion(2)));
+    }
+
+    #[test]
+    fn new_sorts_by_fingerprint_and_finds_components() {
+        let mut cursor = multi(vec![
+            Cursor::new(9, vec![1]),
+            Cursor::new(2, vec![2]),
+            Cursor::new(5, vec![]),
+        ]);
+        let order: Vec<u32> = cursor.streams().iter().map(|c| c.fingerprint).collect();
+        assert_eq!(order, [2, 5, 9]);
+        assert_eq!(cursor.get(9).map(|c| c.offsets.clone()), Some(vec![1]));
+        assert_eq!(cursor.get(4), None);
+        cursor.get_mut(5).unwrap().set_next(1, 8);
+        assert_eq!(cursor.get(5).unwrap().offsets, [0, 8]);
+        assert!(cursor.get_mut(4).is_none());
+        multi_round_trip(&cursor);
+    }
+
+    #[test]
+    fn new_refuses_what_could_not_decode() {
+        use CursorError::*;
+        assert_eq!(MultiCursor::new(vec![]), Err(Empty));
+        let twice = vec![Cursor::new(3, vec![1]), Cursor::new(1, vec![]), Cursor::new(3, vec![2])];
+        assert_eq!(MultiCursor::new(twice), Err(DuplicateStream(3)));
+        let many = (0..=MAX_STREAMS as u32).map(|s| Cursor::new(s, vec![])).collect();
+        assert_eq!(MultiCursor::new(many), Err(TooManyStreams(MAX_STREAMS as u64 + 1)));
+        let wide = vec![Cursor::new(1, vec![0; MAX_PARTITIONS]), Cursor::new(2, vec![0])];
+        assert_eq!(
+            MultiCursor::new(wide),
+            Err(TooManyPartitions(MAX_PARTITIONS as u64 + 1))
+        );
+        // Exactly at the limits is fine.
+        let full = vec![Cursor::new(1, vec![0; MAX_PARTITIONS - 1]), Cursor::new(2, vec![0])];
+        multi_round_trip(&multi(full));
+    }
+
+    #[test]
+    fn multi_display_and_from_str_are_encode_and_decode() {
+        let cursor = multi(vec![Cursor::new(FP, vec![3, 1, 4]), Cursor::new(1, vec![5])]);
+        assert_eq!(cursor.to_string(), cursor.encode());
+        assert_eq!(cursor.to_string().parse::<MultiCursor>(), Ok(cursor));
+    }
+
+    #[test]
+    fn every_multi_error_is_reachable() {
+        use CursorError::*;
+        let one = block(1, &[1, 0, 0]);
+        // 5,001 partitions in a real first block, so the second's count tips the total over.
+        let wide = Cursor::new(1, vec![0; 5_001]);
+        let wide_block = base64url::decode(wide.encode().as_bytes()).unwrap()[1..].to_vec();
+        let cases: Vec<(String, CursorError)> = vec![
+            (String::new(), Empty),
+            (
+                "A".repeat(MAX_ENCODED_LEN_V2 + 1),
+                TooLong {
+                    len: MAX_ENCODED_LEN_V2 + 1,
+                    max: MAX_ENCODED_LEN_V2,
+                },
+            ),
+            ("not a cursor".into(), NotBase64),
+            ("AgB".into(), NonCanonical),
+            (b64(&[3, 1]), UnsupportedVersion(3)),
+            (b64(&[0]), UnsupportedVersion(0)),
+            (b64(&[VERSION_V2]), Truncated),
+            (raw2(2, &one), Truncated),
+            (raw2(1, &block(1, &[])), Truncated),
+            (raw2(0, &[]), NonCanonical),
+            (
+                raw2(MAX_STREAMS as u64 + 1, &one),
+                TooManyStreams(MAX_STREAMS as u64 + 1),
+            ),
+            (raw2(u64::MAX >> 1, &one), TooManyStreams(u64::MAX >> 1)),
+            (raw2(2, &[block(2, &[0, 0]), block(1, &[0, 0])].concat()), NonCanonical),
+            (
+                raw2(2, &[block(2, &[0, 0]), block(2, &[0, 0])].concat()),
+                DuplicateStream(2),
+            ),
+            (
+                raw2(2, &[wide_block, block(2, &varint(5_000))].concat()),
+                TooManyPartitions(10_001),
+            ),
+            (
+                raw2(1, &block(1, &varint(MAX_PARTITIONS as u64 + 1))),
+                TooManyPartitions(10_001),
+            ),
+            (raw2(1, &block(1, &[0xFF; 10])), Overflow),
+            (raw2(1, &block(1, &[1, 5, 1])), NonCanonical),
+            (raw2(1, &block(1, &[1, 0x80, 0x00, 0])), NonCanonical),
+            (raw2(1, &[one.clone(), vec![0]].concat()), TrailingBytes),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(MultiCursor::decode(&text), Err(expected), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn multi_huge_partition_counts_are_refused_before_allocating() {
+        let text = raw2(
+            2,
+            &[
+                block(1, &[0, 0]),
+                block(2, &[&varint(MAX_PARTITIONS as u64)[..], &[0, 0]].concat()),
+            ]
+            .concat(),
+        );
+        assert_eq!(MultiCursor::decode(&text), Err(CursorError::Truncated));
+    }
+
+    #[test]
+    fn max_encoded_len_v2_covers_the_widest_multi_cursor() {
+        // Every stream gets at least 128 partitions (a 2-byte count), a 9-byte base and
+        // 9-byte deltas everywhere but at the base.
+        let per_stream = MAX_PARTITIONS / MAX_STREAMS;
+        let widest = (0..MAX_STREAMS).map(|s| {
+            let extra = usize::from(s < MAX_PARTITIONS % MAX_STREAMS);
+            let mut offsets = vec![i64::MAX; per_stream + extra];
+            offsets[0] = 1 << 56;
+            Cursor::new(s as u32, offsets)
+        });
+        let widest = multi(widest.collect());
+        assert_eq!(
+            widest.streams().iter().map(|c| c.offsets.len()).sum::<usize>(),
+            MAX_PARTITIONS
+        );
+        let text = widest.encode();
+        assert_eq!(text.len(), MAX_ENCODED_LEN_V2);
+        assert_eq!(MultiCursor::decode(&text), Ok(widest));
+        assert!(matches!(
+            MultiCursor::decode(&format!("{text}A")),
+            Err(CursorError::TooLong { .. })
+        ));
+    }
+
     fn offsets() -> impl Strategy<Value = Vec<i64>> {
         prop_oneof![
             proptest::collection::vec(0..=i64::MAX, 1..=512),
             // Realistic: offsets of one stream move together.
             (0..=i64::MAX / 2, 1usize..=512).prop_flat_map(|(base, n)| {
+                proptest::collection::vec((0..100_000i64).prop_map(move |d| base + d), n)
+            }),
+        ]
+    }
+
+    /// Offsets of one stream of a multi-cursor: few, so 64 streams stay under MAX_PARTITIONS,
+    /// and sometimes none.
+    fn multi_offsets() -> impl Strategy<Value = Vec<i64>> {
+        prop_oneof![
+            Just(vec![]),
+            proptest::collection::vec(0..=i64::MAX, 1..=16),
+            (0..=i64::MAX / 2, 1usize..=64).prop_flat_map(|(base, n)| {
                 proptest::collection::vec((0..100_000i64).prop_map(move |d| base + d), n)
             }),
         ]
@@ -797,6 +1015,42 @@ mod tests {
             let text = b64(&bytes);
             if let Ok(cursor) = Cursor::decode(&text) {
                 prop_assert_eq!(cursor.encode(), text);
+            }
+        }
+
+        #[test]
+        fn round_trips_any_multi_cursor(
+            streams in proptest::collection::btree_map(any::<u32>(), multi_offsets(), 1..=MAX_STREAMS)
+        ) {
+            let cursor = MultiCursor::new(streams.into_iter().map(|(fp, o)| Cursor::new(fp, o)).collect()).unwrap();
+            let text = cursor.encode();
+            prop_assert_eq!(text.len(), cursor.encoded_len());
+            prop_assert_eq!(MultiCursor::decode(&text), Ok(cursor));
+        }
+
+        #[test]
+        fn multi_decodes_any_string_without_panicking(text in any::<String>()) {
+            if let Ok(cursor) = MultiCursor::decode(&text) {
+                prop_assert!(is_canonical_spelling(&text, &cursor), "{text}");
+            }
+        }
+
+        #[test]
+        fn multi_decodes_any_base64_bytes_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let text = b64(&bytes);
+            if let Ok(cursor) = MultiCursor::decode(&text) {
+                prop_assert!(is_canonical_spelling(&text, &cursor), "{text}");
+            }
+        }
+
+        #[test]
+        fn multi_decodes_any_v2_body_without_panicking(
+            streams in 0u64..=3,
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let text = raw2(streams, &body);
+            if let Ok(cursor) = MultiCursor::decode(&text) {
+                prop_assert!(is_canonical_spelling(&text, &cursor), "{text}");
             }
         }
 
