@@ -74,16 +74,17 @@ impl Gatekeeper {
         }
     }
 
-    /// Decides who the request is and what it may read of `stream`; narrows `filter` to the
-    /// keys granted. Counts every refusal by reason.
+    /// Decides who the request is and what it may read of each of `streams`; narrows each
+    /// stream's filter (`filters[i]` for `streams[i]`) to the keys granted there. Every stream
+    /// must be granted, or the request is refused. Counts every refusal by reason.
     pub async fn admit(
         &self,
         request: &HttpRequest,
-        stream: &str,
+        streams: &[String],
         query_token: Option<&str>,
-        filter: &mut Filter,
+        filters: &mut [Filter],
     ) -> Result<Admission, GatewayError> {
-        let result = self.decide(request, stream, query_token, filter).await;
+        let result = self.decide(request, streams, query_token, filters).await;
         if let Err(GatewayError::Auth(err)) = &result {
             self.metrics.failed(err);
         }
@@ -93,13 +94,13 @@ impl Gatekeeper {
     async fn decide(
         &self,
         request: &HttpRequest,
-        stream: &str,
+        streams: &[String],
         query_token: Option<&str>,
-        filter: &mut Filter,
+        filters: &mut [Filter],
     ) -> Result<Admission, GatewayError> {
         let token = sluice_auth::find_token(request.headers(), Some(&self.cookie), query_token)?;
         let Some(token) = token else {
-            if self.authenticator.allows_anonymous() || self.is_public(stream) {
+            if self.authenticator.allows_anonymous() || streams.iter().all(|s| self.is_public(s)) {
                 return Ok(Admission {
                     expires_at: None,
                     subject_slot: None,
@@ -111,14 +112,16 @@ impl Gatekeeper {
         if token.source == TokenSource::Cookie {
             self.check_origin(request)?;
         }
-        // A token never reads less than no token would: public streams stay readable.
-        let access = match principal.subscribe.access(stream) {
-            Some(access) => access,
-            None if self.is_public(stream) => Access::All,
-            None => return Err(forbidden(format!("this token may not subscribe to stream {stream:?}"))),
-        };
-        if let Access::Keys(keys) = access {
-            apply_key_grants(&keys, filter, stream)?;
+        for (stream, filter) in streams.iter().zip(filters.iter_mut()) {
+            // A token never reads less than no token would: public streams stay readable.
+            let access = match principal.subscribe.access(stream) {
+                Some(access) => access,
+                None if self.is_public(stream) => Access::All,
+                None => return Err(forbidden(format!("this token may not subscribe to stream {stream:?}"))),
+            };
+            if let Access::Keys(keys) = access {
+                apply_key_grants(&keys, filter, stream)?;
+            }
         }
         let subject_slot = self.take_subject_slot(&principal.subject)?;
         Ok(Admission {

@@ -241,6 +241,11 @@ impl BodyRx {
         Poll::Ready(Some(chunk))
     }
 
+    /// [`Self::recv`] as a poll, for a reader of several bodies.
+    pub(crate) fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        self.poll_chunk(cx, false)
+    }
+
     /// Bytes queued and not yet taken.
     pub fn queued_bytes(&self) -> usize {
         self.shared.lock().queued_bytes

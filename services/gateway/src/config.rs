@@ -118,6 +118,20 @@ pub struct GatewayConfig {
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_SUBJECT", default_value_t = 100)]
     pub max_connections_per_subject: usize,
 
+    /// Streams one request may name (`GET /v1/streams/a,b,…` and its `/poll`); more is 400.
+    /// Each stream of a connection costs a subscriber and a queue of --max-queued-bytes.
+    #[arg(long, env = "SLUICE_MAX_STREAMS_PER_CONNECTION", default_value_t = 8)]
+    pub max_streams_per_connection: usize,
+
+    /// Largest `limit=` a poll may ask for (events per page); `limit` defaults to 100.
+    #[arg(long, env = "SLUICE_MAX_POLL_LIMIT", default_value_t = 1000)]
+    pub max_poll_limit: usize,
+
+    /// Longest `wait=` a poll may ask for: how long it waits for an event when there is none.
+    /// A longer `wait` is served as this long.
+    #[arg(long, env = "SLUICE_MAX_POLL_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub max_poll_wait: Duration,
+
     /// Serve the demo page at `/`: a live view of a stream, for local development only. Never
     /// enable it on a production gateway.
     #[arg(long, env = "SLUICE_DEMO_PAGE")]
@@ -163,6 +177,9 @@ impl GatewayConfig {
             auth_cookie: "sluice_token".into(),
             public_streams: Vec::new(),
             max_connections_per_subject: 100,
+            max_streams_per_connection: 8,
+            max_poll_limit: 1000,
+            max_poll_wait: Duration::from_secs(30),
             demo_page: false,
             demo: Default::default(),
             log: LogArgs {
@@ -190,7 +207,15 @@ impl GatewayConfig {
             ("--ring-bytes", self.ring_bytes),
             ("--inbox-events", self.inbox_events),
             ("--max-catchup-readers", self.max_catchup_readers),
+            ("--max-streams-per-connection", self.max_streams_per_connection),
+            ("--max-poll-limit", self.max_poll_limit),
         ])?;
+        if self.max_streams_per_connection > sluice_sse::MAX_STREAMS {
+            return Err(format!(
+                "--max-streams-per-connection may be at most {} (what a cursor can cover)",
+                sluice_sse::MAX_STREAMS
+            ));
+        }
         for (flag, value) in [
             ("--heartbeat", self.heartbeat),
             ("--checkpoint-interval", self.checkpoint_interval),

@@ -15,7 +15,9 @@
 //!   follows the ring; key-filtered subscribers are reached through the key index.
 //! - The HTTP side: [`server`] runs the listener and the drain; [`open`] turns a request into a
 //!   subscriber (access, cursor, slot, and [`open::start_position`], the one place a stream's
-//!   start is decided); [`access::Gatekeeper`] decides who the request is and what it may read;
+//!   start is decided); several streams in one request run as [`lanes`], a subscriber per
+//!   stream, read back by a [`multi::MultiStream`] (one SSE connection, combined cursor) or by a
+//!   [`poll`] (JSON pages); [`access::Gatekeeper`] decides who the request is and what it may read;
 //!   [`request`] parses the query; [`error`] maps every refusal to HTTP once.
 //! - [`runtime::Runtime`] is what the parts share while running: metrics, the drain signal,
 //!   the catch-up reader slots and the task trackers shutdown awaits.
@@ -30,8 +32,11 @@ pub mod error;
 pub mod feed;
 pub mod hub;
 pub mod kafka;
+pub mod lanes;
 pub mod metrics;
+pub mod multi;
 pub mod open;
+pub mod poll;
 pub mod record;
 pub mod request;
 pub mod ring;

@@ -17,6 +17,12 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// A poll's outcome: `events`, `empty`, `gap`, or the error code it was refused with.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResumeLabel {
     /// `memory` or `kafka`
@@ -63,6 +69,7 @@ pub struct GatewayMetrics {
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     delivery_latency: HistogramFamily<StreamLabel>,
     pub streams_active: Gauge,
+    pub polls: Family<OutcomeLabel, Counter>,
 }
 
 impl GatewayMetrics {
@@ -81,6 +88,7 @@ impl GatewayMetrics {
             consumer_lag: Family::default(),
             delivery_latency: Family::new_with_constructor(latency_histogram),
             streams_active: Gauge::default(),
+            polls: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice_gateway");
         r.register(
@@ -97,6 +105,11 @@ impl GatewayMetrics {
             "connection_attempts",
             "SSE requests received (opened, rejected, or abandoned by the client before either)",
             m.connection_attempts.clone(),
+        );
+        r.register(
+            "polls",
+            "Polls answered (`events`, `empty`, `gap`) or refused (the error code), by outcome",
+            m.polls.clone(),
         );
         r.register(
             "connections_opened",

@@ -1,20 +1,23 @@
-//! Opening a stream: a request becomes a running subscriber. Access first (an unauthenticated
-//! client learns nothing, not even which streams exist), then the stream, the cursor, a
-//! connection slot, the feed, and [`start_position`]: the one place where a subscriber's start
-//! is decided.
+//! Opening a stream: a request becomes a running subscriber, or for several streams
+//! (`/v1/streams/a,b`) a [`MultiStream`] over a lane per stream. [`open_streams`] is what
+//! streams and polls share: access first (an unauthenticated client learns nothing, not even
+//! which streams exist), then the streams, the cursor, a connection slot, the feeds, and
+//! [`start_position`]: the one place where a subscriber's start is decided.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::FutureExt as _;
-use sluice_sse::Cursor;
+use sluice_sse::{Cursor, CursorError, MultiCursor};
 use tracing::Instrument as _;
 
 use crate::feed::Feed;
 use crate::kafka::RecordSource;
+use crate::lanes::{LaneSpec, Lanes};
 use crate::metrics::ReasonLabel;
-use crate::request::{self, From};
+use crate::multi::MultiStream;
+use crate::request::{self, From, StreamQuery};
 use crate::server::{AppState, ConnectionSlot, SocketFd};
 use crate::subscriber::{Out, Reset, Start, Subscriber};
 use crate::{access, GatewayError};
@@ -63,57 +66,51 @@ async fn open_traced(
 
 async fn open_stream(
     request: &HttpRequest,
-    stream: &str,
+    path: &str,
     state: &web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     if state.draining.load(Ordering::SeqCst) {
         return Err(GatewayError::Draining);
     }
     let mut query = request::parse_query(request.query_string())?;
-    // Who is asking comes first: an unauthenticated client learns nothing, not even which
-    // streams exist.
-    let admission = state
-        .gate
-        .admit(request, stream, query.access_token.take().as_deref(), &mut query.filter)
-        .await?;
-    let topic = state.catalog.topic_for(stream)?;
+    let names = request::stream_names(path, state.max_streams)?;
     let cursor_text = request::cursor_text(request.headers().get("last-event-id"), query.last_event_id.as_deref())?;
-    let cursor = match cursor_text {
-        Some(text) => {
-            let cursor = Cursor::decode(text).map_err(GatewayError::InvalidCursor)?;
-            cursor
-                .check_stream(sluice_sse::stream_fingerprint(&topic))
-                .map_err(GatewayError::InvalidCursor)?;
-            Some(cursor)
-        }
-        None => None,
-    };
-
-    let slot = acquire_slot(state)?;
-    let lease = state.hub.subscribe(stream, &topic).await?;
-    let source = state.hub.source().clone();
-    let start = start_position(source.as_ref(), &lease.feed, cursor, query.from).await?;
-    if sluice_telemetry::enabled() {
-        record_start(&lease.feed, &start);
-    }
+    let cursor_text = cursor_text.map(str::to_owned);
+    let opened = open_streams(request, names, &mut query, cursor_text.as_deref(), state).await?;
+    let Opened {
+        admission,
+        slot,
+        mut specs,
+    } = opened;
+    let reauth = admission.expires_at.map(access::reauth_in);
     let socket = request.conn_data::<SocketFd>().map(|s| s.0);
     let (out, body) = Out::channel(state.timing.max_queued_bytes, socket, state.timing.write_timeout);
-    let subscriber = Subscriber::new(
-        (lease, source),
-        state.runtime().clone(),
-        query.filter,
-        start,
-        state.timing.clone(),
-        out,
-    )
-    .with_reauth(admission.expires_at.map(access::reauth_in));
-    state.metrics().connections_opened.inc();
     let subject_slot = admission.subject_slot;
-    // `map`, not an async block around `run`: a block would hold the subscriber twice (its
-    // capture and the future it moved into), in every connection's task.
-    state
-        .runtime()
-        .spawn_connection(subscriber.run().map(move |()| drop((slot, subject_slot))));
+    let held = move |()| drop((slot, subject_slot));
+    if specs.len() == 1 {
+        let spec = specs.pop().expect("one stream");
+        if sluice_telemetry::enabled() {
+            record_start(&spec.lease.feed, &spec.start);
+        }
+        let source = state.hub.source().clone();
+        let subscriber = Subscriber::new(
+            (spec.lease, source),
+            state.runtime().clone(),
+            spec.filter,
+            spec.start,
+            state.timing.clone(),
+            out,
+        )
+        .with_reauth(reauth);
+        // `map`, not an async block around `run`: a block would hold the subscriber twice (its
+        // capture and the future it moved into), in every connection's task.
+        state.runtime().spawn_connection(subscriber.run().map(held));
+    } else {
+        let lanes = Lanes::open(specs, state, false);
+        let connection = MultiStream::new(lanes, out, state.runtime().clone(), state.timing.clone(), reauth);
+        state.runtime().spawn_connection(connection.run().map(held));
+    }
+    state.metrics().connections_opened.inc();
     let mut response = HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
@@ -127,6 +124,81 @@ async fn open_stream(
             .set_connection_type(actix_web::http::ConnectionType::Close);
     }
     Ok(response)
+}
+
+/// Streams a request may read, each at its start, and what it holds while open.
+pub(crate) struct Opened {
+    pub(crate) admission: access::Admission,
+    pub(crate) slot: ConnectionSlot,
+    pub(crate) specs: Vec<LaneSpec>,
+}
+
+/// Everything a stream and a poll do before they serve: access first (an unauthenticated
+/// client learns nothing, not even which streams exist), then the streams, the cursor, a
+/// connection slot, each stream's feed and [`start_position`].
+pub(crate) async fn open_streams(
+    request: &HttpRequest,
+    names: Vec<String>,
+    query: &mut StreamQuery,
+    cursor_text: Option<&str>,
+    state: &AppState,
+) -> Result<Opened, GatewayError> {
+    let mut filters = vec![query.filter.clone(); names.len()];
+    let admission = state
+        .gate
+        .admit(request, &names, query.access_token.take().as_deref(), &mut filters)
+        .await?;
+    let topics = names
+        .iter()
+        .map(|name| state.catalog.topic_for(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cursors = cursor_components(cursor_text, &names, &topics)?;
+    let slot = acquire_slot(state)?;
+    let source = state.hub.source().clone();
+    let mut specs = Vec::with_capacity(names.len());
+    for (((stream, topic), filter), cursor) in names.into_iter().zip(&topics).zip(filters).zip(cursors) {
+        let lease = state.hub.subscribe(&stream, topic).await?;
+        let start = start_position(source.as_ref(), &lease.feed, cursor, query.from).await?;
+        specs.push(LaneSpec {
+            stream,
+            lease,
+            filter,
+            start,
+        });
+    }
+    Ok(Opened { admission, slot, specs })
+}
+
+/// The client's cursor, per stream asked for: a v1 cursor covers one stream, a v2 cursor
+/// several. Streams it does not cover start per `from`/`since`; a cursor that covers none of
+/// them was minted for something else, and is refused.
+fn cursor_components(
+    text: Option<&str>,
+    names: &[String],
+    topics: &[String],
+) -> Result<Vec<Option<Cursor>>, GatewayError> {
+    let fingerprints: Vec<u32> = topics.iter().map(|t| sluice_sse::stream_fingerprint(t)).collect();
+    for (i, fingerprint) in fingerprints.iter().enumerate() {
+        if let Some(j) = fingerprints[..i].iter().position(|f| f == fingerprint) {
+            return Err(GatewayError::InvalidQuery(format!(
+                "streams {:?} and {:?} cannot share a connection: their cursor fingerprints collide",
+                names[j], names[i]
+            )));
+        }
+    }
+    let Some(text) = text else {
+        return Ok(vec![None; topics.len()]);
+    };
+    let cursor = MultiCursor::decode(text).map_err(GatewayError::InvalidCursor)?;
+    let components: Vec<Option<Cursor>> = fingerprints.iter().map(|&f| cursor.get(f).cloned()).collect();
+    if components.iter().all(Option::is_none) {
+        let found = cursor.streams().first().map_or(0, |c| c.fingerprint);
+        return Err(GatewayError::InvalidCursor(CursorError::ForeignStream {
+            expected: fingerprints[0],
+            found,
+        }));
+    }
+    Ok(components)
 }
 
 /// What the open span can say cheaply: where the subscriber starts (memory holds its position,

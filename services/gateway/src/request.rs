@@ -29,6 +29,83 @@ pub struct StreamQuery {
     pub last_event_id: Option<String>,
     /// `access_token`, for clients that can set neither a header nor a cookie. Never logged.
     pub access_token: Option<String>,
+    /// `cursor`, `limit` and `wait` of a poll, as sent (see [`PollQuery::parse`]).
+    pub poll: RawPoll,
+}
+
+/// A poll's own parameters, not parsed yet (a stream ignores them).
+#[derive(Debug, Clone, Default)]
+pub struct RawPoll {
+    pub cursor: Option<String>,
+    pub limit: Option<String>,
+    pub wait: Option<String>,
+}
+
+/// A poll's page size and wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollQuery {
+    pub limit: usize,
+    pub wait: std::time::Duration,
+}
+
+/// Events per page when a poll names no `limit`.
+pub const DEFAULT_POLL_LIMIT: usize = 100;
+
+impl PollQuery {
+    /// `limit` (1 to `max_limit`, default [`DEFAULT_POLL_LIMIT`] or `max_limit` if lower) and
+    /// `wait` (seconds, fractions allowed, default 0; above `max_wait` it is `max_wait`).
+    pub fn parse(raw: &RawPoll, max_limit: usize, max_wait: std::time::Duration) -> Result<Self, GatewayError> {
+        let limit = match raw.limit.as_deref() {
+            None => DEFAULT_POLL_LIMIT.min(max_limit),
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if (1..=max_limit).contains(&n) => n,
+                _ => {
+                    return Err(GatewayError::InvalidQuery(format!(
+                        "limit={text:?}: give a whole number from 1 to {max_limit}"
+                    )))
+                }
+            },
+        };
+        let wait = match raw.wait.as_deref() {
+            None => std::time::Duration::ZERO,
+            Some(text) => {
+                let seconds = text
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0 && text.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+                    .ok_or_else(|| {
+                        GatewayError::InvalidQuery(format!("wait={text:?}: give seconds, such as 0, 5 or 2.5"))
+                    })?;
+                std::time::Duration::from_secs_f64(seconds.min(max_wait.as_secs_f64()))
+            }
+        };
+        Ok(Self { limit, wait })
+    }
+}
+
+/// The streams a request names: `{a}` or `{a},{b},…` (stream names cannot hold a comma). At
+/// most `max`, none twice; each name is checked against the catalog later, after access.
+pub fn stream_names(path: &str, max: usize) -> Result<Vec<String>, GatewayError> {
+    let names: Vec<String> = path.split(',').map(str::to_owned).collect();
+    if names.len() > max {
+        return Err(GatewayError::InvalidQuery(format!(
+            "{} streams named; a request may name at most {max} (--max-streams-per-connection)",
+            names.len()
+        )));
+    }
+    if names.iter().any(String::is_empty) {
+        return Err(GatewayError::InvalidStreamName(
+            "an empty stream name: join names with single commas".into(),
+        ));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            return Err(GatewayError::InvalidStreamName(format!(
+                "stream {name:?} is named twice"
+            )));
+        }
+    }
+    Ok(names)
 }
 
 impl std::fmt::Debug for StreamQuery {
@@ -38,6 +115,7 @@ impl std::fmt::Debug for StreamQuery {
             .field("filter", &self.filter)
             .field("last_event_id", &self.last_event_id)
             .field("access_token", &self.access_token.as_ref().map(|_| "<redacted>"))
+            .field("poll", &self.poll)
             .finish()
     }
 }
@@ -47,7 +125,8 @@ const MAX_FILTER_VALUE: usize = 1024;
 /// Most `key=` / `type=` values in one request.
 const MAX_FILTER_VALUES: usize = 256;
 
-/// Parses `from`, `since`, repeatable `key` and `type`, `lastEventId` and `access_token`.
+/// Parses `from`, `since`, repeatable `key` and `type`, `lastEventId`, `access_token`, and a
+/// poll's `cursor`, `limit` and `wait`.
 pub fn parse_query(query: &str) -> Result<StreamQuery, GatewayError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
         .map_err(|e| GatewayError::InvalidQuery(format!("malformed query string: {e}")))?;
@@ -87,6 +166,9 @@ pub fn parse_query(query: &str) -> Result<StreamQuery, GatewayError> {
             }
             "lastEventId" => parsed.last_event_id = Some(value).filter(|v| !v.is_empty()),
             "access_token" => parsed.access_token = Some(value).filter(|v| !v.is_empty()),
+            "cursor" => parsed.poll.cursor = Some(value).filter(|v| !v.is_empty()),
+            "limit" => parsed.poll.limit = Some(value),
+            "wait" => parsed.poll.wait = Some(value),
             _ => {}
         }
     }
@@ -264,13 +346,63 @@ mod tests {
             near_rfc3339 in "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9é]{0,5})?[Zz+:0-9é-]{0,8}",
             header in proptest::collection::vec(proptest::num::u8::ANY, 0..48),
         ) {
-            let _ = parse_query(&query);
+            if let Ok(parsed) = parse_query(&query) {
+                let _ = PollQuery::parse(&parsed.poll, 1000, std::time::Duration::from_secs(30));
+            }
+            let _ = stream_names(&query, 8);
             let _ = parse_since(&query);
             let _ = parse_since(&near_rfc3339);
             if let Ok(value) = HeaderValue::from_bytes(&header) {
                 let _ = cursor_text(Some(&value), None);
             }
         }
+    }
+
+    #[test]
+    fn stream_names_split_on_commas_and_refuse_repeats_empties_and_too_many() {
+        assert_eq!(stream_names("orders", 8).unwrap(), vec!["orders"]);
+        assert_eq!(stream_names("a,b.c,d-e", 8).unwrap(), vec!["a", "b.c", "d-e"]);
+        assert!(matches!(
+            stream_names("a,b,a", 8),
+            Err(GatewayError::InvalidStreamName(_))
+        ));
+        for empty in ["a,,b", ",a", "a,", ""] {
+            assert!(
+                matches!(stream_names(empty, 8), Err(GatewayError::InvalidStreamName(_))),
+                "{empty:?}"
+            );
+        }
+        assert!(matches!(stream_names("a,b,c", 2), Err(GatewayError::InvalidQuery(_))));
+    }
+
+    #[test]
+    fn poll_limit_and_wait_have_defaults_bounds_and_caps() {
+        let max_wait = std::time::Duration::from_secs(30);
+        let parse = |q: &str| PollQuery::parse(&parse_query(q).unwrap().poll, 1000, max_wait);
+        assert_eq!(
+            parse("").unwrap(),
+            PollQuery {
+                limit: 100,
+                wait: std::time::Duration::ZERO
+            }
+        );
+        assert_eq!(parse("limit=1000&wait=2.5").unwrap().limit, 1000);
+        assert_eq!(parse("wait=2.5").unwrap().wait, std::time::Duration::from_millis(2500));
+        assert_eq!(parse("wait=3600").unwrap().wait, max_wait);
+        for bad in [
+            "limit=0",
+            "limit=1001",
+            "limit=-1",
+            "limit=x",
+            "wait=-1",
+            "wait=NaN",
+            "wait=inf",
+            "wait=1e3",
+            "wait=",
+        ] {
+            assert!(matches!(parse(bad), Err(GatewayError::InvalidQuery(_))), "{bad}");
+        }
+        assert_eq!(parse_query("cursor=abc").unwrap().poll.cursor.as_deref(), Some("abc"));
     }
 
     #[test]

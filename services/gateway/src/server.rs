@@ -34,7 +34,12 @@ pub struct AppState {
     pub(crate) catalog: StreamCatalog,
     pub(crate) hub: hub::Hub,
     pub(crate) timing: Arc<Timing>,
+    /// `timing` for the lanes of a several-stream client: no lifetime of their own.
+    pub(crate) lane_timing: Arc<Timing>,
     pub(crate) max_connections: usize,
+    pub(crate) max_streams: usize,
+    pub(crate) max_poll_limit: usize,
+    pub(crate) max_poll_wait: Duration,
     pub(crate) active: Arc<AtomicUsize>,
     pub(crate) draining: AtomicBool,
     pub(crate) gate: access::Gatekeeper,
@@ -103,20 +108,28 @@ pub async fn run(
         ring_bytes: config.ring_bytes,
     };
     let source: Arc<dyn RecordSource> = kafka.clone();
+    let timing = Timing {
+        heartbeat: config.heartbeat,
+        checkpoint_interval: config.checkpoint_interval,
+        retry: config.retry,
+        lifetime: (!config.max_connection_lifetime.is_zero()).then_some(config.max_connection_lifetime),
+        drain_window: config.drain_window,
+        write_timeout: config.write_timeout,
+        inbox_events: config.inbox_events,
+        max_queued_bytes: config.max_queued_bytes,
+    };
     let state = web::Data::new(AppState {
         catalog,
         hub: hub::Hub::new(source.clone(), runtime.clone(), limits),
-        timing: Arc::new(Timing {
-            heartbeat: config.heartbeat,
-            checkpoint_interval: config.checkpoint_interval,
-            retry: config.retry,
-            lifetime: (!config.max_connection_lifetime.is_zero()).then_some(config.max_connection_lifetime),
-            drain_window: config.drain_window,
-            write_timeout: config.write_timeout,
-            inbox_events: config.inbox_events,
-            max_queued_bytes: config.max_queued_bytes,
+        lane_timing: Arc::new(Timing {
+            lifetime: None,
+            ..timing.clone()
         }),
+        timing: Arc::new(timing),
         max_connections: config.max_connections,
+        max_streams: config.max_streams_per_connection,
+        max_poll_limit: config.max_poll_limit,
+        max_poll_wait: config.max_poll_wait,
         active: Arc::new(AtomicUsize::new(0)),
         draining: AtomicBool::new(false),
         gate,
@@ -149,7 +162,8 @@ pub async fn run(
         let app = App::new()
             .app_data(app_state.clone())
             .wrap(cors.clone())
-            .route("/v1/streams/{stream}", web::get().to(crate::open::stream_events));
+            .route("/v1/streams/{streams}", web::get().to(crate::open::stream_events))
+            .route("/v1/streams/{streams}/poll", web::get().to(crate::poll::poll_events));
         let app = match &demo_page {
             Some(page) => app.app_data(page.clone()).route("/", web::get().to(demo::page)),
             None => app,

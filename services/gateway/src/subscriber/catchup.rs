@@ -193,6 +193,14 @@ impl Subscriber {
         }
         let framed = crate::record::event_frame(&self.position, &mapped.event_type, &mapped.data);
         self.dirty = false;
+        if let Some(tap) = &self.tap {
+            tap.record(
+                record.partition,
+                record.offset,
+                record.timestamp_ms,
+                record.key.as_ref(),
+            );
+        }
         self.runtime.metrics.events_sent.inc();
         if framed.len() >= CATCHUP_CHUNK_BYTES {
             ready.extend((!chunk.is_empty()).then(|| chunk.split().freeze()));

@@ -72,6 +72,9 @@ impl Subscriber {
                 self.aligned = true;
             }
             events += 1;
+            if let Some(tap) = &self.tap {
+                tap.record(entry.partition, entry.offset, entry.timestamp_ms, entry.key.as_ref());
+            }
             if self.aligned {
                 frames.push(entry.frame.clone());
             } else {
@@ -183,6 +186,9 @@ impl Subscriber {
             }
             self.position.set_next(p, entry.offset + 1);
             if self.filter.wants_key(entry.key.as_deref()) && self.filter.wants_type(&entry.record_type) {
+                if let Some(tap) = &self.tap {
+                    tap.record(entry.partition, entry.offset, entry.timestamp_ms, entry.key.as_ref());
+                }
                 frames.extend(entry.frame_with_id(&self.position));
                 events += 1;
                 self.dirty = false;

@@ -33,6 +33,7 @@
 mod catchup;
 mod memory;
 mod out;
+pub mod tap;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 pub use out::Out;
+pub use tap::Tap;
 
 use crate::feed::Feed;
 use crate::hub::FeedLease;
@@ -75,6 +77,29 @@ pub struct Timing {
     pub inbox_events: usize,
     /// Bytes a connection queues for its socket, beyond one event larger than that.
     pub max_queued_bytes: usize,
+}
+
+impl Timing {
+    /// When a connection opened `now` ends for its lifetime, if it has one: jittered ±10 %, so
+    /// connections opened together do not end together.
+    pub(crate) fn lifetime_end(&self, now: Instant) -> Option<(Instant, End)> {
+        self.lifetime.map(|lifetime| {
+            let jitter = rand::rng().random_range(0.9..1.1);
+            (now + lifetime.mul_f64(jitter), End::Lifetime)
+        })
+    }
+
+    /// When a connection hearing the drain now ends: a random moment in the drain window.
+    pub(crate) fn drain_end(&self) -> Instant {
+        let window = self.drain_window.as_secs_f64();
+        Instant::now() + Duration::from_secs_f64(rand::rng().random_range(0.0..=window.max(0.0)))
+    }
+
+    /// The `retry:` a client is told: the configured one ±50 %, so clients told together do
+    /// not come back together.
+    pub(crate) fn jittered_retry(&self) -> u64 {
+        frame::jittered_retry(self.retry.as_millis() as u64, 0.5, rand::rng().random())
+    }
 }
 
 /// What a subscriber wants from the stream.
@@ -138,7 +163,7 @@ pub enum End {
 }
 
 impl End {
-    fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             End::ClientGone => "client_gone",
             End::Unwritable => "write_timeout",
@@ -185,6 +210,8 @@ pub struct Subscriber {
     /// For a subscriber that started behind: the head its stream had when it connected. Once
     /// the position reaches it, `event: sluice.caught-up` is sent, once, and this is cleared.
     caught_up_at: Option<Vec<i64>>,
+    /// Set when this subscriber is one lane of a several-stream client ([`crate::lanes`]).
+    tap: Option<Tap>,
 }
 
 impl Subscriber {
@@ -197,10 +224,7 @@ impl Subscriber {
         out: Out,
     ) -> Self {
         let now = Instant::now();
-        let end_at = timing.lifetime.map(|lifetime| {
-            let jitter = rand::rng().random_range(0.9..1.1);
-            (now + lifetime.mul_f64(jitter), End::Lifetime)
-        });
+        let end_at = timing.lifetime_end(now);
         let mut subscriber = Self {
             lease,
             drain: runtime.drain.clone(),
@@ -220,6 +244,7 @@ impl Subscriber {
             timer: Box::pin(tokio::time::sleep_until(now + timing.heartbeat)),
             deliveries: 0,
             caught_up_at: None,
+            tap: None,
             timing,
             out,
         };
@@ -235,8 +260,18 @@ impl Subscriber {
         subscriber
     }
 
+    /// Makes this subscriber one lane of a several-stream client: it reports through `tap`,
+    /// and leaves the drain, the lifetime, token expiry and the disconnect count to the client
+    /// that reads it (which ends it by dropping its body).
+    pub fn into_lane(mut self, tap: Tap) -> Self {
+        self.tap = Some(tap);
+        self.drain = CancellationToken::new();
+        self.end_at = None;
+        self
+    }
+
     /// Whether the subscriber still waits to reach the head its stream had when it connected.
-    fn catching_up(&self) -> bool {
+    pub fn catching_up(&self) -> bool {
         self.caught_up_at.is_some()
     }
 
@@ -257,6 +292,9 @@ impl Subscriber {
         self.caught_up_at = None;
         let data = serde_json::json!({ "streams": [self.feed().stream] }).to_string();
         self.dirty = false;
+        if let Some(tap) = &self.tap {
+            tap.control();
+        }
         self.out
             .send(crate::record::event_frame(&self.position, "sluice.caught-up", &data))
             .await
@@ -324,6 +362,9 @@ impl Subscriber {
         if end == End::Reauth {
             let _ = self.out.send(reauth_frame(&self.position)).await;
         }
+        if self.tap.is_some() {
+            return;
+        }
         self.runtime
             .metrics
             .disconnects
@@ -332,7 +373,7 @@ impl Subscriber {
     }
 
     fn jittered_retry(&self) -> u64 {
-        frame::jittered_retry(self.timing.retry.as_millis() as u64, 0.5, rand::rng().random())
+        self.timing.jittered_retry()
     }
 
     async fn serve(&mut self) -> End {
@@ -389,6 +430,9 @@ impl Subscriber {
         }
         let gap = crate::record::event_frame(&self.position, "gap", &data.to_string());
         self.aligned = false;
+        if let Some(tap) = &self.tap {
+            tap.control();
+        }
         self.out.send(gap).await
     }
 
@@ -471,6 +515,27 @@ impl Subscriber {
     /// fires early, `tick` finds nothing due, and it is re-armed once, instead of a timer-wheel
     /// update per event.
     async fn wait(&mut self, event: impl std::future::Future<Output = ()>) -> Result<(), End> {
+        let Some(tap) = &self.tap else {
+            return self.wait_for(event).await;
+        };
+        // Idle only at the stream's head: a feed that has just started may not hold all of
+        // Kafka's records yet (its memory is still filling).
+        let head = self.feed().latest();
+        let at_head = self
+            .needed
+            .iter()
+            .all(|&p| self.position.offsets.get(p) >= head.offsets.get(p));
+        if at_head {
+            tap.idle(&self.position);
+        }
+        let waited = self.wait_for(event).await;
+        if let Some(tap) = &self.tap {
+            tap.busy();
+        }
+        waited
+    }
+
+    async fn wait_for(&mut self, event: impl std::future::Future<Output = ()>) -> Result<(), End> {
         tokio::pin!(event);
         loop {
             let due = self.next_due();
@@ -490,9 +555,7 @@ impl Subscriber {
 
     fn begin_drain(&mut self) {
         self.draining = true;
-        let window = self.timing.drain_window.as_secs_f64();
-        let delay = Duration::from_secs_f64(rand::rng().random_range(0.0..=window.max(0.0)));
-        let at = Instant::now() + delay;
+        let at = self.timing.drain_end();
         if self.end_at.is_none_or(|(t, _)| at < t) {
             self.end_at = Some((at, End::Drain));
         }
@@ -543,6 +606,11 @@ impl Subscriber {
 /// The last frame of a stream whose token is expiring: its id is the position, so the client
 /// resumes exactly there with a fresh token.
 fn reauth_frame(position: &Cursor) -> Bytes {
-    frame::cursor_event_frame(position, Some("sluice.reauth"), r#"{"reason":"token_expiring"}"#)
-        .expect("a fixed single-line type and data")
+    reauth_frame_with_id(&position.encode())
+}
+
+/// [`reauth_frame`] for an id already encoded.
+pub(crate) fn reauth_frame_with_id(id: &str) -> Bytes {
+    frame::event_frame(id, Some("sluice.reauth"), r#"{"reason":"token_expiring"}"#)
+        .expect("a cursor id, a fixed single-line type and data")
 }

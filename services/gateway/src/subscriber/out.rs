@@ -12,10 +12,10 @@ use crate::body::{self, BodyRx, BodyTx, Closed};
 /// The sending half of a connection's body.
 #[derive(Debug)]
 pub struct Out {
-    pub(super) tx: BodyTx,
+    pub(crate) tx: BodyTx,
     socket: Option<std::os::fd::RawFd>,
     write_timeout: Duration,
-    pub(super) last_sent: Instant,
+    pub(crate) last_sent: Instant,
     /// Frames of the burst being delivered, reused from wake to wake.
     pub(super) frames: Vec<Bytes>,
 }
@@ -37,7 +37,7 @@ impl Out {
         )
     }
 
-    pub(super) async fn send(&mut self, bytes: Bytes) -> Result<(), End> {
+    pub(crate) async fn send(&mut self, bytes: Bytes) -> Result<(), End> {
         let mut frames = std::mem::take(&mut self.frames);
         frames.push(bytes);
         let sent = self.send_frames(&mut frames).await;
@@ -47,7 +47,7 @@ impl Out {
 
     /// Queues `frames` (emptying it), waiting for room until the socket has accepted nothing
     /// for the write timeout.
-    pub(super) async fn send_frames(&mut self, frames: &mut Vec<Bytes>) -> Result<(), End> {
+    pub(crate) async fn send_frames(&mut self, frames: &mut Vec<Bytes>) -> Result<(), End> {
         let sent = match self.tx.try_send(frames) {
             Ok(true) => Ok(()),
             Err(Closed) => Err(End::ClientGone),
