@@ -172,6 +172,18 @@ bench-reconnect: bench-build ## Reconnect storm: 10,000 clients on gateway A, A 
 bench-streams: bench-build ## Streams: 1, 100 and 1,000 streams on one gateway, one subscriber each: threads, RSS, broker connections, time to open
 	$(BENCH) streams --timeout 30m --json $(BENCH_DIR)/streams.json $(ARGS)
 
+.PHONY: bench-multistream
+bench-multistream: bench-build ## Several streams per connection: 5,000 connections x 4 streams against 20,000 single-stream ones, same deliveries, same run
+	$(BENCH) multistream --json $(BENCH_DIR)/multistream.json $(ARGS)
+
+.PHONY: bench-multistream-small
+bench-multistream-small: bench-build ## The same comparison at 1,000 connections x 4 streams against 4,000
+	$(BENCH) multistream --connections 1000 --json $(BENCH_DIR)/multistream-small.json $(ARGS)
+
+.PHONY: bench-longpoll
+bench-longpoll: bench-build ## Long polling: 1,000 clients looping GET /v1/streams/{s}/poll?wait=10&cursor=... at 10 events/s: polls/s, event age, losses
+	$(BENCH) longpoll --json $(BENCH_DIR)/longpoll.json $(ARGS)
+
 # Access control's cost (issue 10): the same scenarios with --auth none, hs256 and rs256; each
 # mode's JSON goes to target/bench/auth/<scenario>-<mode>.json. Sizes through ARGS, e.g.
 # make bench-idle-auth ARGS="--connections 5000 --hold 30s".

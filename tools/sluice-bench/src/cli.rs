@@ -18,6 +18,8 @@ use crate::hold::HoldArgs;
 use crate::hostile::HostileArgs;
 use crate::idle::IdleArgs;
 use crate::ingest::IngestArgs;
+use crate::longpoll::LongpollArgs;
+use crate::multistream::MultistreamArgs;
 use crate::reconnect::ReconnectArgs;
 use crate::streams::StreamsArgs;
 
@@ -81,6 +83,15 @@ pub enum Command {
     /// gateway's threads, RSS and broker connections per stream count, and the time to open
     /// them all.
     Streams(StreamsArgs),
+
+    /// Several streams per connection against one connection per stream, same deliveries,
+    /// same run (5,000 connections × 4 streams against 20,000): gateway CPU per delivery, RSS
+    /// per connection, latency, and that every connection got every event.
+    Multistream(MultistreamArgs),
+
+    /// Long-poll clients (1,000) looping `GET /v1/streams/{stream}/poll?wait=10&cursor=…`
+    /// while events are published: polls/s, events/s, event age, errors, losses and repeats.
+    Longpoll(LongpollArgs),
 
     /// Write BENCHMARKS.md from the scenarios' JSON results and a template holding the prose.
     Report(ReportArgs),

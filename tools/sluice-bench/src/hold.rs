@@ -80,6 +80,12 @@ pub struct HoldArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub lanes: u32,
 
+    /// The lane number of this process's first lane: payload lane `N` is tracked as lane
+    /// `N - offset` (the streams of a fleet carry lanes `offset..offset + --lanes`; a lower
+    /// number counts as an unknown lane).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub lane_offset: u32,
+
     /// Each connection expects only lane `index % lanes` (key-filtered subscriptions); an
     /// event of another lane counts as misrouted.
     #[arg(long)]
@@ -754,9 +760,13 @@ impl BodyDecoder {
                 if probe.sent_us < books.resumed_at_us {
                     tally.counts.replayed += 1;
                 }
+                let Some(lane) = probe.lane.checked_sub(shared.args.lane_offset) else {
+                    tally.unknown_lane += 1;
+                    return;
+                };
                 let lane = match books.own_lane {
-                    None => probe.lane,
-                    Some(own) if own == probe.lane => 0,
+                    None => lane,
+                    Some(own) if own == lane => 0,
                     Some(_) => {
                         tally.unknown_lane += 1;
                         return;

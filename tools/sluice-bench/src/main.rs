@@ -3,9 +3,10 @@
 //! Each scenario is a subcommand with its own module: [`ingest`] drives the ingest API;
 //! [`idle`], [`fanout`] (which also serves `latency` and `keyed`), [`reconnect`] (a storm
 //! after a gateway dies), [`catchup`] (one client far behind) and [`hostile`] (clients that
-//! never read, on large events) and [`streams`] (many streams at once: threads and broker
-//! connections per stream) measure the gateway, with the
-//! help of [`rig`] (broker, ingest and gateways as separate processes; the fleet of subscriber
+//! never read, on large events), [`streams`] (many streams at once: threads and broker
+//! connections per stream), [`multistream`] (several streams per connection against one
+//! connection per stream) and [`longpoll`] (clients of the poll endpoint) measure the gateway,
+//! with the help of [`rig`] (broker, ingest and gateways as separate processes; the fleet of subscriber
 //! processes), [`hold`] (the hidden `hold` subcommand those subscriber processes run),
 //! [`publish`] (the open-loop publisher, through ingest or straight to Kafka), [`sse_wire`]
 //! (the SSE client's byte-level parsing and gap/duplicate accounting), [`procfs`] (memory
@@ -37,7 +38,9 @@ mod hold;
 mod hostile;
 mod idle;
 mod ingest;
+mod longpoll;
 mod machine;
+mod multistream;
 mod procfs;
 mod progress;
 mod publish;
@@ -128,6 +131,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Catchup(args) => catchup::run(args).await,
         Command::Hostile(args) => hostile::run(args).await,
         Command::Streams(args) => streams::run(args).await,
+        Command::Multistream(args) => multistream::run(args).await,
+        Command::Longpoll(args) => longpoll::run(args).await,
         Command::Hold(_) | Command::BaselineServer(_) | Command::Broker(_) | Command::Report(_) => {
             unreachable!("helpers and the report are dispatched in main")
         }

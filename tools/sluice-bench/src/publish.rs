@@ -78,6 +78,9 @@ pub struct Publisher {
     /// Where a continued run starts: events and per-lane counts already published.
     start_events: u64,
     start_lanes: Vec<u64>,
+    /// Added to every lane number in payloads and keys, so publishers on several streams
+    /// number their lanes apart and a client of all of them tracks each lane once.
+    lane_offset: u32,
 }
 
 #[derive(Debug)]
@@ -130,6 +133,18 @@ impl Publisher {
     /// A publisher ready to run: a Kafka producer has already had one record acknowledged, so
     /// its connection set-up (metadata, idempotent producer id) is not charged to the events.
     pub async fn new(rig: &Rig, args: &EventArgs, rate: f64, duration: Duration, lanes: u32) -> anyhow::Result<Self> {
+        Self::on_stream(rig, &rig.stream, args, rate, duration, lanes).await
+    }
+
+    /// Like [`Publisher::new`], publishing to `stream` instead of the rig's own.
+    pub async fn on_stream(
+        rig: &Rig,
+        stream: &str,
+        args: &EventArgs,
+        rate: f64,
+        duration: Duration,
+        lanes: u32,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(rate > 0.0 && lanes > 0, "a publisher needs a positive rate and lanes");
         let sink = match args.publish_via {
             PublishVia::Ingest => Sink::Ingest {
@@ -140,7 +155,7 @@ impl Publisher {
                     .timeout(Duration::from_secs(10))
                     .build()
                     .context("building the publisher's HTTP client")?,
-                url: rig.events_url(),
+                url: rig.events_url_of(stream),
             },
             PublishVia::Kafka => {
                 if rig.kind == ServerKind::Baseline {
@@ -150,7 +165,7 @@ impl Publisher {
                 let producer = Producer::new(&KafkaArgs::new(bootstrap), ProducerSettings::default())
                     .context("creating the Kafka producer")?;
                 let warm_up = OutRecord {
-                    topic: rig.stream.clone(),
+                    topic: stream.to_owned(),
                     key: Some(b"warmup".to_vec()),
                     value: br#"{"warmup":true}"#.to_vec(),
                     ..OutRecord::default()
@@ -161,7 +176,7 @@ impl Publisher {
                     .context("the Kafka producer's warm-up record")?;
                 Sink::Kafka {
                     producer,
-                    topic: rig.stream.clone(),
+                    topic: stream.to_owned(),
                 }
             }
         };
@@ -176,7 +191,16 @@ impl Publisher {
             stop: Arc::default(),
             start_events: 0,
             start_lanes: vec![0; lanes as usize],
+            lane_offset: 0,
         })
+    }
+
+    /// Numbers this publisher's lanes from `offset` in payloads and keys (`per_lane` stays
+    /// indexed from 0).
+    #[must_use]
+    pub fn with_lane_offset(mut self, offset: u32) -> Self {
+        self.lane_offset = offset;
+        self
     }
 
     /// Continues the lanes of an earlier run (same lanes), so sequence numbers go on where
@@ -285,10 +309,11 @@ impl Publisher {
             .map(|_| {
                 let index = published.events;
                 let offset = micros(schedule_offset(index - self.start_events, self.rate));
-                let lane = (index % u64::from(self.lanes)) as u32;
-                let seq = published.per_lane[lane as usize];
-                published.per_lane[lane as usize] += 1;
+                let local = (index % u64::from(self.lanes)) as u32;
+                let seq = published.per_lane[local as usize];
+                published.per_lane[local as usize] += 1;
                 published.events += 1;
+                let lane = self.lane_offset + local;
                 BenchEvent {
                     lane,
                     seq,
@@ -478,6 +503,7 @@ mod tests {
             stop: Arc::default(),
             start_events: 0,
             start_lanes: vec![0; 3],
+            lane_offset: 0,
         };
         let mut published = Published::new(3);
         let mut events = publisher.next_events(&mut published, 4, 1_000_000);
@@ -506,6 +532,35 @@ mod tests {
         let more = next.next_events(&mut continued, 2, 5_000_000);
         let probes: Vec<(u32, u64, u64)> = more.iter().map(|e| (e.lane, e.seq, e.sent_us)).collect();
         assert_eq!(probes, [(1, 2, 5_000_000), (2, 2, 5_001_000)]);
+    }
+
+    #[test]
+    fn a_lane_offset_numbers_payloads_and_keys_apart_from_other_streams() {
+        let publisher = Publisher {
+            sink: Sink::Ingest {
+                client: reqwest::Client::new(),
+                url: String::new(),
+            },
+            rate: 1_000.0,
+            duration: Duration::from_secs(1),
+            interval: Duration::from_millis(10),
+            lanes: 2,
+            pad: String::new(),
+            progress: Arc::default(),
+            stop: Arc::default(),
+            start_events: 0,
+            start_lanes: vec![0; 2],
+            lane_offset: 0,
+        }
+        .with_lane_offset(4);
+        let mut published = Published::new(2);
+        let events = publisher.next_events(&mut published, 3, 0);
+        let lanes: Vec<(u32, u64)> = events.iter().map(|e| (e.lane, e.seq)).collect();
+        assert_eq!(lanes, [(4, 0), (5, 0), (4, 1)]);
+        assert_eq!(parse_probe(events[1].data.as_bytes()).map(|probe| probe.lane), Some(5));
+        assert!(ingest_body(&events).contains(r#""key":"lane-5""#));
+        // Counts stay per local lane, as the stream's receivers index them.
+        assert_eq!(published.per_lane, [2, 1]);
     }
 
     #[test]

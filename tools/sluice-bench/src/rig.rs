@@ -171,6 +171,17 @@ impl Rig {
         Self::start_inner(args, max_connections, 1, count).await
     }
 
+    /// `gateways` gateways on one broker that also holds `numbered_topics` topics
+    /// `{stream}-0` … (see [`Rig::start_with_numbered_topics`]).
+    pub async fn start_gateways_with_numbered_topics(
+        args: &RigArgs,
+        max_connections: u32,
+        gateways: usize,
+        numbered_topics: u32,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(args, max_connections, gateways, numbered_topics).await
+    }
+
     async fn start_inner(
         args: &RigArgs,
         max_connections: u32,
@@ -326,7 +337,12 @@ impl Rig {
 
     /// The URL events are POSTed to (ingest, or the baseline server).
     pub fn events_url(&self) -> String {
-        format!("{}/v1/streams/{}/events", self.ingest_url, self.stream)
+        self.events_url_of(&self.stream)
+    }
+
+    /// The URL events of `stream` are POSTed to.
+    pub fn events_url_of(&self, stream: &str) -> String {
+        format!("{}/v1/streams/{stream}/events", self.ingest_url)
     }
 
     /// Publishes one event that is not a probe, so the topic exists before anyone subscribes
@@ -356,24 +372,31 @@ impl Rig {
         if self.auth.is_on() {
             self.ensure_anonymous_refused(query).await?;
         }
-        for server in &self.servers {
-            let url = format!("http://{}{}", server.addr, self.stream_path(query));
-            let response = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
-            let status = response.status();
-            let content_type = response
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            if status != reqwest::StatusCode::OK || !content_type.starts_with("text/event-stream") {
-                let body = tokio::time::timeout(Duration::from_secs(2), response.text())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or_default();
-                bail!("preflight GET {url}: {status} ({content_type}) {body}");
-            }
+        for index in 0..self.servers.len() {
+            self.preflight(index, &self.stream_path(query)).await?;
+        }
+        Ok(())
+    }
+
+    /// Opens `path` on server `index` and checks it answers `200` with an event stream.
+    pub async fn preflight(&self, index: usize, path: &str) -> anyhow::Result<()> {
+        let server = self.servers.get(index).context("no such server")?;
+        let url = format!("http://{}{path}", server.addr);
+        let response = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if status != reqwest::StatusCode::OK || !content_type.starts_with("text/event-stream") {
+            let body = tokio::time::timeout(Duration::from_secs(2), response.text())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            bail!("preflight GET {url}: {status} ({content_type}) {body}");
         }
         Ok(())
     }
@@ -467,7 +490,12 @@ impl Rig {
     }
 
     pub fn gateway_rss(&self) -> Option<u64> {
-        procfs::rss_bytes(self.servers[0].pid)
+        self.server_rss(0)
+    }
+
+    /// Resident memory of server `index`.
+    pub fn server_rss(&self, index: usize) -> Option<u64> {
+        procfs::rss_bytes(self.servers.get(index)?.pid)
     }
 
     /// CPU time used so far by server `index`.
@@ -547,6 +575,8 @@ pub struct FleetPlan {
     pub clients: ClientArgs,
     /// Payload lanes to track; 0 for idle connections.
     pub lanes: u32,
+    /// The first lane number this fleet's streams carry (lanes `lane_offset..lane_offset + lanes`).
+    pub lane_offset: u32,
     /// Each connection expects only its own lane (key-filtered subscriptions).
     pub lane_per_connection: bool,
     /// Account gaps and duplicates by cursor too (unfiltered streams).
@@ -573,6 +603,7 @@ impl FleetPlan {
             connections,
             clients: clients.clone(),
             lanes: 0,
+            lane_offset: 0,
             lane_per_connection: false,
             check_cursors: false,
             reconnect_jitter: None,
@@ -663,6 +694,7 @@ impl Fleet {
                 .args(["--source-addrs", &rotate_list(&source_addrs, index)])
                 .args(["--connect-timeout", &millis(plan.clients.connect_timeout)])
                 .args(["--lanes", &plan.lanes.to_string()])
+                .args(["--lane-offset", &plan.lane_offset.to_string()])
                 .args(["--status-interval", &millis(plan.status_interval)])
                 .args(["--deadline", &millis(plan.deadline)]);
             if plan.lane_per_connection {
@@ -727,7 +759,7 @@ impl Fleet {
     }
 
     /// Fails if a holder exited before being told to stop.
-    fn ensure_running(&mut self) -> anyhow::Result<()> {
+    pub fn ensure_running(&mut self) -> anyhow::Result<()> {
         for holder in &mut self.holders {
             if let Some(status) = holder.child.try_wait().context("checking a holder")? {
                 let stderr = lock(&holder.state).stderr.join("\n  | ");
@@ -824,21 +856,27 @@ impl Fleet {
     /// After publishing: waits until `expected` bench events were delivered, deliveries stall
     /// for 2 s, or `limit` passes; returns how long it waited.
     pub async fn drain(&self, expected: u64, limit: Duration) -> Duration {
-        let start = Instant::now();
-        let mut last = (self.counts().probes, start);
-        let mut ticks = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            ticks.tick().await;
-            let received = self.counts().probes;
-            let now = Instant::now();
-            if received >= expected || now - start >= limit {
-                return now - start;
-            }
-            if received > last.0 {
-                last = (received, now);
-            } else if now - last.1 >= Duration::from_secs(2) {
-                return now - start;
-            }
+        drain_fleets(&[self], expected, limit).await
+    }
+}
+
+/// [`Fleet::drain`] over several fleets: `expected` deliveries in total.
+pub async fn drain_fleets(fleets: &[&Fleet], expected: u64, limit: Duration) -> Duration {
+    let received = || fleets.iter().map(|fleet| fleet.counts().probes).sum::<u64>();
+    let start = Instant::now();
+    let mut last = (received(), start);
+    let mut ticks = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        ticks.tick().await;
+        let received = received();
+        let now = Instant::now();
+        if received >= expected || now - start >= limit {
+            return now - start;
+        }
+        if received > last.0 {
+            last = (received, now);
+        } else if now - last.1 >= Duration::from_secs(2) {
+            return now - start;
         }
     }
 }

@@ -365,7 +365,9 @@ impl LaneTracker {
 /// contiguous). So between two consecutive events — on one connection, or across a resume on
 /// another gateway — the offsets must advance by exactly one in total: more is a gap (events
 /// skipped), none or backwards is a duplicate. Filtered streams skip offsets by design and
-/// must not be checked this way.
+/// must not be checked this way. A v2 cursor (several streams) holds one such block per
+/// stream, in a fixed order, and each event moves one partition of one stream: the same rule
+/// holds over all the blocks' offsets laid end to end.
 #[derive(Debug, Clone, Default)]
 pub struct CursorTracker {
     last: Option<Vec<i64>>,
@@ -390,16 +392,21 @@ impl CursorTracker {
     pub fn observe(&mut self, id: &[u8]) -> CursorStep {
         let Some(cursor) = std::str::from_utf8(id)
             .ok()
-            .and_then(|text| sluice_sse::Cursor::decode(text).ok())
+            .and_then(|text| sluice_sse::MultiCursor::decode(text).ok())
         else {
             return CursorStep::Unreadable;
         };
+        let offsets: Vec<i64> = cursor
+            .streams()
+            .iter()
+            .flat_map(|stream| stream.offsets.iter().copied())
+            .collect();
         let step = match &self.last {
             None => CursorStep::First,
-            Some(previous) => cursor_step(previous, &cursor.offsets),
+            Some(previous) => cursor_step(previous, &offsets),
         };
         if step != CursorStep::Duplicate {
-            self.last = Some(cursor.offsets);
+            self.last = Some(offsets);
         }
         step
     }
@@ -562,6 +569,24 @@ mod tests {
         // A partition the previous cursor did not have counts from 0.
         assert_eq!(tracker.observe(id(&[6, 7, 1]).as_bytes()), CursorStep::Next);
         assert_eq!(tracker.observe(b"not a cursor"), CursorStep::Unreadable);
+    }
+
+    #[test]
+    fn cursor_steps_span_every_stream_of_a_v2_cursor() {
+        use sluice_sse::{Cursor, MultiCursor};
+        let id = |a: &[i64], b: &[i64]| {
+            MultiCursor::new(vec![Cursor::new(9, b.to_vec()), Cursor::new(2, a.to_vec())])
+                .unwrap()
+                .encode()
+        };
+        let mut tracker = CursorTracker::default();
+        assert_eq!(tracker.observe(id(&[0, 0], &[5, 1]).as_bytes()), CursorStep::First);
+        // One event on either stream is one step.
+        assert_eq!(tracker.observe(id(&[1, 0], &[5, 1]).as_bytes()), CursorStep::Next);
+        assert_eq!(tracker.observe(id(&[1, 0], &[5, 2]).as_bytes()), CursorStep::Next);
+        // An event of each stream at once: one skipped.
+        assert_eq!(tracker.observe(id(&[1, 1], &[6, 2]).as_bytes()), CursorStep::Gap(1));
+        assert_eq!(tracker.observe(id(&[1, 1], &[6, 2]).as_bytes()), CursorStep::Duplicate);
     }
 
     #[test]
