@@ -10,7 +10,7 @@
 //! | `{{machine}}` | the machine the runs were measured on |
 //! | `{{runs}}` | every run: its exact command and the load average at its start and end |
 //! | `{{aims}}` | each aim with the measured figure, marked met / missed / not run |
-//! | `{{results}}` | one table per scenario with its main figures |
+//! | `{{results}}` | one table per scenario with its main figures (`multistream`: both sides in each row) |
 //! | `{{ratios}}` | gateway figures as ratios to the baseline server measured in the same session |
 //! | `{{perf_pass}}` | `docs/perf-pass.md` verbatim (another engineer's profiling notes), or a placeholder line |
 //!
@@ -566,6 +566,53 @@ fn scenario_tables(results: &Results) -> String {
                     two,
                 ),
             ],
+            "multistream" => multistream_rows(document),
+            "longpoll" => vec![
+                row(document, "clients holding a cursor", "results.clients_ready", count),
+                row(document, "events published", "results.events_published", count),
+                row(document, "polls/s", "results.polls_per_sec", format_rate),
+                row(document, "events per poll", "results.events_per_poll", two),
+                row(
+                    document,
+                    "events delivered/s",
+                    "results.deliveries_per_sec",
+                    format_rate,
+                ),
+                row(document, "deliveries", "results.deliveries", count),
+                row(document, "deliveries expected", "results.deliveries_expected", count),
+                row(document, "failed polls", "results.errors_total", count),
+                row(document, "gaps", "results.gaps", count),
+                row(document, "duplicates", "results.duplicates", count),
+                row(document, "gaps (cursor)", "results.cursor_gaps", count),
+                row(document, "duplicates (cursor)", "results.cursor_duplicates", count),
+                row(
+                    document,
+                    "clients that lost or repeated anything",
+                    "results.clients_not_clean",
+                    count,
+                ),
+                row(document, "event age p50", "results.age.p50_us", micros),
+                row(document, "event age p99", "results.age.p99_us", micros),
+                row(document, "publish → receive p99", "results.latency.p99_us", micros),
+                row(
+                    document,
+                    "gateway CPU-µs per poll",
+                    "results.gateway_cpu_us_per_poll",
+                    two,
+                ),
+                row(
+                    document,
+                    "gateway CPU, % of one CPU",
+                    "results.gateway_cpu_percent",
+                    two,
+                ),
+                row(
+                    document,
+                    "clients' CPU-s (bench process)",
+                    "results.clients_cpu_secs",
+                    two,
+                ),
+            ],
             _ => continue,
         };
         // Each figure only where it means something: key routing for keyed streams, cursor
@@ -590,10 +637,62 @@ fn scenario_tables(results: &Results) -> String {
     out.trim_end().to_owned()
 }
 
+/// `multistream` puts two sides side by side: each row reads "several streams / one stream".
+fn multistream_rows(document: &Value) -> Vec<Vec<String>> {
+    let pair = |label: &str, field: &str, format: &dyn Fn(f64) -> String| {
+        let side = |name: &str| or_dash(num(document, &format!("results.{name}.{field}")).map(format));
+        vec![label.to_owned(), format!("{} / {}", side("multi"), side("single"))]
+    };
+    let bytes = |value: f64| format_bytes(value.max(0.0) as u64);
+    let two = |value: f64| format!("{value:.2}");
+    let clean = |name: &str| match document
+        .pointer(&format!("/results/{name}/every_connection_got_every_event"))
+        .and_then(Value::as_bool)
+    {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "-",
+    };
+    vec![
+        pair("connections", "established", &count),
+        pair("deliveries", "deliveries", &count),
+        pair("deliveries expected", "deliveries_expected", &count),
+        pair("gaps", "gaps", &count),
+        pair("duplicates", "duplicates", &count),
+        vec![
+            "every connection got every event".to_owned(),
+            format!("{} / {}", clean("multi"), clean("single")),
+        ],
+        pair(
+            "gateway CPU-s per 1M deliveries",
+            "gateway_cpu_secs_per_million_deliveries",
+            &two,
+        ),
+        pair("gateway RSS per connection", "gateway_rss_per_connection_bytes", &bytes),
+        pair(
+            "gateway RSS per stream followed",
+            "gateway_rss_per_stream_subscription_bytes",
+            &bytes,
+        ),
+        pair("latency p50", "latency.p50_us", &micros),
+        pair("latency p99", "latency.p99_us", &micros),
+    ]
+}
+
 /// Where a result goes in the document: gateway scenarios in the order of the aims, sweeps by
 /// rate, then the baselines, then ingest.
 fn report_order(name: &str, document: &Value) -> (u8, u64, String) {
-    const ORDER: [&str; 7] = ["idle", "fanout", "latency", "keyed", "reconnect", "catchup", "ingest"];
+    const ORDER: [&str; 9] = [
+        "idle",
+        "fanout",
+        "latency",
+        "keyed",
+        "reconnect",
+        "catchup",
+        "multistream",
+        "longpoll",
+        "ingest",
+    ];
     let scenario = document.get("scenario").and_then(Value::as_str).unwrap_or("");
     let position = ORDER.iter().position(|&known| known == scenario).unwrap_or(ORDER.len()) as u8;
     let baseline = name.starts_with("baseline-");
@@ -743,6 +842,26 @@ mod tests {
             );
         }
         results
+    }
+
+    #[test]
+    fn multistream_results_show_both_sides_in_each_row() {
+        let mut results = Results::new();
+        results.insert(
+            "multistream".into(),
+            json!({"scenario": "multistream", "server": "gateway", "command": "sluice-bench multistream",
+                   "results": {
+                       "multi": {"established": 5000, "every_connection_got_every_event": true,
+                                 "gateway_cpu_secs_per_million_deliveries": 1.5,
+                                 "gateway_rss_per_connection_bytes": 40960.0},
+                       "single": {"established": 20000, "every_connection_got_every_event": false,
+                                  "gateway_cpu_secs_per_million_deliveries": 2.25}}}),
+        );
+        let tables = scenario_tables(&results);
+        assert!(tables.contains("### `multistream` (multistream, gateway)"), "{tables}");
+        for expected in ["5,000 / 20,000", "yes / no", "1.50 / 2.25", "40.0 KiB / -"] {
+            assert!(tables.contains(expected), "{expected} missing from:\n{tables}");
+        }
     }
 
     #[test]
