@@ -523,6 +523,18 @@ async fn demo_page_follows_two_streams_in_one_connection_and_resumes_on_the_othe
         json!("orders,payments"),
         "a reload follows the same streams"
     );
+    let url = browser.eval("window.sluiceDemo.source.url").await.unwrap();
+    assert!(
+        url.as_str().unwrap().contains("/v1/streams/orders,payments?"),
+        "one EventSource for both: {url}"
+    );
+    browser
+        .wait_for(
+            "window.sluiceDemo.caughtUp.some(d => (JSON.parse(d).streams || []).length === 2)",
+            WAIT,
+        )
+        .await
+        .unwrap();
     let badges = "[...document.querySelectorAll('#events .badge')].map(b => b.textContent)";
     let shown = browser.eval(badges).await.unwrap();
     for name in ["orders:created", "payments:paid"] {
