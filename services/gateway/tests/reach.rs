@@ -411,3 +411,27 @@ async fn a_poll_cursor_past_the_end_restarts_the_partition_and_reports_the_gap()
         .unwrap();
     gateway.stop(WAIT).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_read_what_memory_no_longer_holds_from_kafka_a_page_at_a_time() {
+    let f = Fixture::start().await;
+    let (a, b) = (f.topic(1).await, f.topic(2).await);
+    f.publish(&a, "a", 120, 1).await;
+    f.publish(&b, "b", 80, 2).await;
+    // A ring of two events: every page but the last reads Kafka, whose reads come in chunks of
+    // many events; a page must stop inside one without skipping the rest.
+    let gateway = f.gateway(|c| c.ring_events = 2).await;
+    let both = format!("{a},{b}");
+    let mut page = poll(&gateway, &format!("/v1/streams/{both}/poll?from=earliest&limit=7")).await;
+    let mut got = page_data(&page);
+    while got.len() < 200 {
+        let cursor = cursor_of(&page);
+        page = poll(&gateway, &format!("/v1/streams/{both}/poll?cursor={cursor}&limit=7")).await;
+        let events = page["events"].as_array().unwrap();
+        assert!(!events.is_empty() && events.len() <= 7, "{page}");
+        got.extend(page_data(&page));
+    }
+    assert_exactly(&of(&got, &a), &seq("a", 0..120), 1, "a");
+    assert_exactly(&of(&got, &b), &seq("b", 0..80), 2, "b");
+    gateway.stop(WAIT).await.unwrap();
+}
