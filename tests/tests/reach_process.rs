@@ -85,6 +85,10 @@ fn publish(
     })
 }
 
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 fn seq(data: &str) -> usize {
     serde_json::from_str::<Value>(data).unwrap()["seq"].as_u64().unwrap() as usize
 }
@@ -169,14 +173,11 @@ async fn polling_two_streams_while_they_are_published_alternating_gateways_loses
     let http = reqwest::Client::new();
     let both = format!("{},{}", c.streams[0], c.streams[1]);
     // The first page, before anything is published: the cursor at the start of both streams.
-    let first: Value = http
-        .get(format!("http://{}/v1/streams/{both}/poll?from=earliest", c.a.listen))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first = get_json(
+        &http,
+        &format!("http://{}/v1/streams/{both}/poll?from=earliest", c.a.listen),
+    )
+    .await;
     let mut cursor = first["cursor"].as_str().unwrap().to_owned();
     let publisher = publish(c.ingest.listen, &c.streams, total, published.clone());
 
@@ -215,13 +216,10 @@ async fn polling_two_streams_while_they_are_published_alternating_gateways_loses
     publisher.await.unwrap();
     assert_exactly_once(&got, &c.streams, total, "poller");
     // Nothing more: an empty page at once.
-    let last: Value = http
-        .get(format!("http://{}/v1/streams/{both}/poll?cursor={cursor}", c.b.listen))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let last = get_json(
+        &http,
+        &format!("http://{}/v1/streams/{both}/poll?cursor={cursor}", c.b.listen),
+    )
+    .await;
     assert_eq!(last["events"].as_array().unwrap().len(), 0, "{last}");
 }
