@@ -19,7 +19,7 @@ it. It is the same cursor an SSE stream of these streams sends as `id:`. So this
 - asks for the next page with the page's cursor; with `--cursor-file`, saves it after printing
   the page, so a restart resumes where it stopped;
 - stays on one `--gateway` while it answers, and moves to the next one when a connection fails
-  (refused, reset, timed out) or a gateway answers 503;
+  (refused, reset, timed out) or a gateway turns it away (429, 503, another 5xx);
 - waits what `Retry-After` says on 429 and 503, and backs off while no gateway answers.
 
     python3 sluice_poller.py --streams orders,payments --from earliest --cursor-file orders.cursor

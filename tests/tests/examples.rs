@@ -617,11 +617,12 @@ async fn poll_sh_reads_two_streams_and_a_rerun_with_its_cursor_prints_exactly_th
     let dir = TempDir::new("poll-sh");
     let cursor_file = dir.0.join("cursor").display().to_string();
 
-    // Two pages of at most 4 events: some of the 12, not all.
+    // Two pages of at most 4 events: some of the 12, not all. A page answers as soon as it has
+    // events; the long wait only keeps a slow start from giving an empty page.
     let env = [
         ("LIMIT", "4"),
         ("PAGES", "2"),
-        ("WAIT", "1"),
+        ("WAIT", "10"),
         ("CURSOR_FILE", &cursor_file),
     ];
     let mut first = poll_sh(&dev.gateways[0], &streams, None, &env);
@@ -911,7 +912,7 @@ async fn poll_cursors_and_sse_ids_continue_each_other_exactly() {
     let env = [
         ("LIMIT", "3"),
         ("PAGES", "1"),
-        ("WAIT", "1"),
+        ("WAIT", "10"),
         ("CURSOR_FILE", &cursor_file),
     ];
     let mut polled = poll_sh(&dev.gateways[0], &streams, None, &env);
