@@ -10,7 +10,12 @@
 //!    publish form goes through ingest, and event content is shown as text, never as HTML.
 //!    Its screenshot is saved under `target/browser/` (a CI artifact).
 //! 3. `examples/browser/index.html` resumes after a reload from the cursor it stored.
-//! 4. Access control: a page gets a token as a cookie from a tiny token endpoint the test
+//! 4. Several streams in one connection: a plain `EventSource` on `/v1/streams/a,b` gets events
+//!    named `a:created` and `b:paid`, in order per stream, each id one v2 cursor over both; after
+//!    the serving gateway is killed, its reconnect (`Last-Event-ID`) and then a new `EventSource`
+//!    (`?lastEventId=`) continue exactly. The demo page follows two streams, shows both, and
+//!    resumes across "Switch gateway".
+//! 5. Access control: a page gets a token as a cookie from a tiny token endpoint the test
 //!    serves on two origins. Its `EventSource` (`withCredentials`) streams from the origin in
 //!    `--allow-origins` and is refused by the gateway (403, counted) from the other. A token that
 //!    expires while the page streams ends the stream with `sluice.reauth`; the page fetches a new
@@ -19,6 +24,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sluice_sse::{Cursor, MultiCursor};
 use sluice_testkit::auth::{TestKey, TestToken};
 use sluice_testkit::browser::{workspace_root, Browser};
 use sluice_testkit::process::{free_local_addr, wait_ready, Child, DevStack, ProcessSignal, ServiceProcess};
@@ -30,8 +36,13 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Publishes events `{"seq": i}` for `range`, one key (one partition, so one order), type `test`,
 /// through ingest at `ingest` (`http://host:port`).
 async fn publish(ingest: &str, stream: &str, range: std::ops::Range<usize>) {
+    publish_typed(ingest, stream, "test", range).await;
+}
+
+/// [`publish`] with events of type `kind`.
+async fn publish_typed(ingest: &str, stream: &str, kind: &str, range: std::ops::Range<usize>) {
     let events: Vec<Value> = range
-        .map(|i| json!({"type": "test", "key": "browser", "data": {"seq": i}}))
+        .map(|i| json!({"type": kind, "key": "browser", "data": {"seq": i}}))
         .collect();
     let response = reqwest::Client::new()
         .post(format!("{ingest}/v1/streams/{stream}/events"))
@@ -266,6 +277,314 @@ async fn browser_example_resumes_after_a_reload_from_its_stored_cursor() {
     browser.wait_for(&format!("{seqs}.length >= 3"), WAIT).await.unwrap();
     assert_eq!(browser.eval(seqs).await.unwrap(), json!([5, 6, 7]));
     assert_eq!(browser.page_errors().await.unwrap(), Vec::<String>::new());
+    browser.quit().await.unwrap();
+}
+
+/// The page of the several-streams test, served by [`PageSite`]: one `EventSource` on
+/// `gateway`/v1/streams/`streams`, listening for each name in `listen` (`a:created,b:paid`) and
+/// for `sluice.caught-up`, keeping the last id it saw; `reopen(id)` replaces it with a new
+/// `EventSource` that resumes with `?lastEventId=`.
+const STREAMS_PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>sluice streams</title><script>
+const params = new URLSearchParams(location.search);
+const multi = window.multi = { received: [], unnamed: 0, caughtUp: 0, lastId: null, source: null };
+function open(query) {
+  const es = new EventSource(`${params.get("gateway")}/v1/streams/${params.get("streams")}?${query}`);
+  for (const name of params.get("listen").split(",")) {
+    es.addEventListener(name, (e) => {
+      multi.received.push({ name, id: e.lastEventId, seq: JSON.parse(e.data).seq });
+      multi.lastId = e.lastEventId;
+    });
+  }
+  es.addEventListener("sluice.caught-up", (e) => { multi.caughtUp += 1; multi.lastId = e.lastEventId; });
+  es.onmessage = () => { multi.unnamed += 1; };
+  multi.source = es;
+}
+window.reopen = (lastId) => { multi.source.close(); open(`lastEventId=${encodeURIComponent(lastId)}`); };
+open("from=earliest");
+</script>"#;
+
+/// A test's web page on a loopback origin of its own, at `/`.
+struct PageSite {
+    origin: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl PageSite {
+    fn start(page: &'static str) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new().route(
+                "/",
+                actix_web::web::get()
+                    .to(move || async move { actix_web::HttpResponse::Ok().content_type("text/html").body(page) }),
+            )
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self { origin, handle }
+    }
+}
+
+/// The `seq` of each entry of `entries`, an expression for an array of received events (the
+/// test page's `{seq}`, or the demo page's `{data}`), in order.
+async fn seqs_where(browser: &mut Browser, entries: &str) -> Vec<u64> {
+    let seqs = browser
+        .eval(&format!("{entries}.map(e => e.seq ?? JSON.parse(e.data).seq)"))
+        .await
+        .unwrap();
+    seqs.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()
+}
+
+/// Asserts `id` is a v2 cursor (one v1 cannot be) covering `streams` streams.
+fn assert_v2_cursor(id: &Value, streams: usize) {
+    let id = id.as_str().expect("an id");
+    assert!(Cursor::decode(id).is_err(), "{id} is not a one-stream (v1) cursor");
+    let cursor = MultiCursor::decode(id).unwrap_or_else(|e| panic!("{id} is no cursor: {e}"));
+    assert_eq!(cursor.streams().len(), streams, "{id} covers every stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_source_on_two_streams_gets_both_in_order_with_v2_ids_and_resumes_exactly() {
+    let kafka = TestKafka::start().await.unwrap();
+    let (orders, payments) = (kafka.unique_topic("orders"), kafka.unique_topic("payments"));
+    kafka.create_topic(&orders, 4).await.unwrap();
+    kafka.create_topic(&payments, 2).await.unwrap();
+    let brokers = kafka.bootstrap_servers().to_owned();
+    let ingest = ServiceProcess::start("sluice-ingest", &brokers, &[], WAIT)
+        .await
+        .unwrap();
+    // The test page is on another origin; a short retry so the browser's reconnect comes quickly.
+    let gateway_flags = ["--retry=300ms", "--allow-origins=*"];
+    let mut gateways = Vec::new();
+    for _ in 0..2 {
+        gateways.push(
+            ServiceProcess::start("sluice-gateway", &brokers, &gateway_flags, WAIT)
+                .await
+                .unwrap(),
+        );
+    }
+    let proxy = RoundRobinProxy::start(gateways.iter().map(|g| g.listen).collect())
+        .await
+        .unwrap();
+    let site = PageSite::start(STREAMS_PAGE);
+    let ingest_url = format!("http://{}", ingest.listen);
+    let publish_both = |range: std::ops::Range<usize>| {
+        let (ingest_url, orders, payments) = (ingest_url.clone(), orders.clone(), payments.clone());
+        async move {
+            publish_typed(&ingest_url, &orders, "created", range.clone()).await;
+            publish_typed(&ingest_url, &payments, "paid", range).await;
+        }
+    };
+    let (created, paid) = (format!("{orders}:created"), format!("{payments}:paid"));
+    let seqs_of = |name: &str| format!("window.multi.received.filter(e => e.name === '{name}')");
+    let mut browser = Browser::launch().await.unwrap();
+
+    publish_both(0..10).await;
+    let page = format!(
+        "{}/?gateway=http://{}&streams={orders},{payments}&listen={created},{paid}",
+        site.origin,
+        proxy.addr()
+    );
+    browser.open(&page).await.unwrap();
+    browser
+        .wait_for(
+            "window.multi.received.length >= 20 && window.multi.caughtUp === 1",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs_where(&mut browser, &seqs_of(&created)).await,
+        (0..10).collect::<Vec<u64>>()
+    );
+    assert_eq!(
+        seqs_where(&mut browser, &seqs_of(&paid)).await,
+        (0..10).collect::<Vec<u64>>()
+    );
+    assert_eq!(
+        browser.eval("window.multi.unnamed").await.unwrap(),
+        json!(0),
+        "no event came unnamed (as `message`)"
+    );
+    let ids = browser.eval("window.multi.received.map(e => e.id)").await.unwrap();
+    for id in ids.as_array().unwrap() {
+        assert_v2_cursor(id, 2);
+    }
+
+    // Kill the serving gateway: the browser reconnects by itself, through the proxy to the
+    // other one, with the last id it saw.
+    let stream_path = format!("GET /v1/streams/{orders},{payments}?");
+    let stream_requests = |proxy: &RoundRobinProxy| -> Vec<_> {
+        proxy
+            .requests()
+            .into_iter()
+            .filter(|r| r.request_line.starts_with(&stream_path))
+            .collect()
+    };
+    let first = stream_requests(&proxy);
+    assert_eq!(first.len(), 1, "one stream request before the kill: {first:?}");
+    let serving = first[0].backend;
+    let last_before_kill = browser.eval("window.multi.lastId").await.unwrap();
+    let mut victim = gateways.remove(serving);
+    victim.child.signal(ProcessSignal::SIGKILL).unwrap();
+    victim.child.wait(WAIT).await.unwrap();
+    publish_both(10..20).await;
+    browser
+        .wait_for("window.multi.received.length >= 40", WAIT)
+        .await
+        .unwrap();
+    let requests = stream_requests(&proxy);
+    let resumed = requests.last().unwrap();
+    assert_ne!(resumed.backend, serving, "the reconnect reached the surviving gateway");
+    assert_eq!(
+        resumed.header("last-event-id"),
+        last_before_kill.as_str(),
+        "it resumed at the last id seen"
+    );
+    assert_eq!(
+        seqs_where(&mut browser, &seqs_of(&created)).await,
+        (0..20).collect::<Vec<u64>>()
+    );
+    assert_eq!(
+        seqs_where(&mut browser, &seqs_of(&paid)).await,
+        (0..20).collect::<Vec<u64>>()
+    );
+
+    // A new EventSource (as after a reload) resumes by query parameter from the id of the last
+    // event handled, as a page storing it in its handler would: each event's own id must be
+    // exactly the position after it (a `sluice.caught-up` id would hide one that is not).
+    let last = browser.eval("window.multi.received.at(-1).id").await.unwrap();
+    assert_v2_cursor(&last, 2);
+    browser.eval(&format!("window.reopen({last})")).await.unwrap();
+    publish_both(20..25).await;
+    browser
+        .wait_for("window.multi.received.length >= 50", WAIT)
+        .await
+        .unwrap();
+    let reopened = stream_requests(&proxy).pop().unwrap();
+    assert!(
+        reopened.request_line.contains("lastEventId="),
+        "the new EventSource resumed by query: {reopened:?}"
+    );
+    assert_eq!(
+        seqs_where(&mut browser, &seqs_of(&created)).await,
+        (0..25).collect::<Vec<u64>>()
+    );
+    assert_eq!(
+        seqs_where(&mut browser, &seqs_of(&paid)).await,
+        (0..25).collect::<Vec<u64>>()
+    );
+    assert_eq!(browser.page_errors().await.unwrap(), Vec::<String>::new());
+    browser.quit().await.unwrap();
+    site.handle.stop(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_page_follows_two_streams_in_one_connection_and_resumes_on_the_other_gateway() {
+    let dev = DevStack::start(2, &["--ticker-interval=0"], WAIT).await.unwrap();
+    publish_typed(&dev.ingest, "orders", "created", 0..5).await;
+    publish_typed(&dev.ingest, "payments", "paid", 0..5).await;
+    let mut browser = Browser::launch().await.unwrap();
+    let of_stream = |stream: &str| format!("window.sluiceDemo.received.filter(e => e.stream === '{stream}')");
+    let (orders, payments) = (of_stream("orders"), of_stream("payments"));
+    let reach = |o: usize, p: usize| format!("{orders}.length >= {o} && {payments}.length >= {p}");
+
+    // The page starts on one stream; the streams input switches it to two in one connection.
+    browser
+        .open(&format!(
+            "{}/?stream=orders&from=earliest&types=created,paid",
+            dev.gateways[0]
+        ))
+        .await
+        .unwrap();
+    browser.wait_for(&format!("{orders}.length >= 5"), WAIT).await.unwrap();
+    browser.fill("#streams", "orders,payments").await.unwrap();
+    browser.click("#follow button").await.unwrap();
+    // From `from=earliest` again: `orders` 0..5 a second time, and `payments` 0..5.
+    browser.wait_for(&reach(10, 5), WAIT).await.unwrap();
+    assert_eq!(
+        browser
+            .eval("document.querySelector('#stream-name').textContent")
+            .await
+            .unwrap(),
+        json!("orders, payments")
+    );
+    assert_eq!(
+        browser
+            .eval("new URLSearchParams(location.search).get('streams')")
+            .await
+            .unwrap(),
+        json!("orders,payments"),
+        "a reload follows the same streams"
+    );
+    let url = browser.eval("window.sluiceDemo.source.url").await.unwrap();
+    assert!(
+        url.as_str().unwrap().contains("/v1/streams/orders,payments?"),
+        "one EventSource for both: {url}"
+    );
+    browser
+        .wait_for(
+            "window.sluiceDemo.caughtUp.some(d => (JSON.parse(d).streams || []).length === 2)",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let badges = "[...document.querySelectorAll('#events .badge')].map(b => b.textContent)";
+    let shown = browser.eval(badges).await.unwrap();
+    for name in ["orders:created", "payments:paid"] {
+        assert!(
+            shown.as_array().unwrap().contains(&json!(name)),
+            "{name} shown: {shown}"
+        );
+    }
+    let last = browser.eval(&format!("{payments}.at(-1).id")).await.unwrap();
+    assert_v2_cursor(&last, 2);
+
+    // Switch gateway: the v2 cursor resumes both streams on the other one.
+    browser.click("#switch").await.unwrap();
+    publish_typed(&dev.ingest, "orders", "created", 5..10).await;
+    publish_typed(&dev.ingest, "payments", "paid", 5..10).await;
+    browser
+        .wait_for("window.sluiceDemo.connects === 3", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        browser.eval("window.sluiceDemo.gateway").await.unwrap(),
+        json!(dev.gateways[1])
+    );
+    browser.wait_for(&reach(15, 10), WAIT).await.unwrap();
+    let expected_orders: Vec<u64> = (0..5).chain(0..10).collect();
+    assert_eq!(seqs_where(&mut browser, &orders).await, expected_orders);
+    assert_eq!(seqs_where(&mut browser, &payments).await, (0..10).collect::<Vec<u64>>());
+    assert_eq!(browser.eval("window.sluiceDemo.duplicates").await.unwrap(), json!(0));
+    assert_eq!(browser.eval("window.sluiceDemo.skips").await.unwrap(), json!(0));
+
+    // Publishing a new type to the second stream from the page listens for it too.
+    browser.fill("#pub-stream", "payments").await.unwrap();
+    browser.fill("#pub-type", "refunded").await.unwrap();
+    browser.fill("#pub-data", r#"{"seq": 10}"#).await.unwrap();
+    browser.click("#publish button[type=submit]").await.unwrap();
+    let refund = browser
+        .wait_for(
+            "window.sluiceDemo.received.find(e => e.event === 'payments:refunded')",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(refund["stream"], "payments");
+    assert_eq!(refund["type"], "refunded");
+
+    assert_eq!(browser.page_errors().await.unwrap(), Vec::<String>::new());
+    browser
+        .screenshot(&screenshot_path("demo-two-streams.png"))
+        .await
+        .unwrap();
     browser.quit().await.unwrap();
 }
 

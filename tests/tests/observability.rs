@@ -374,6 +374,8 @@ async fn exercise(kafka: &TestKafka, ingest: &ServiceProcess, gateway: &ServiceP
     assert_eq!(publish(json!([{"data": {"n": 2}}])).await.unwrap().status(), 200);
     resumed.next_event(WAIT).await.unwrap();
     drop(resumed);
+    let polled = http.get(format!("{stream_url}/poll")).send().await.unwrap();
+    assert_eq!(polled.status(), 200);
     assert_eq!(publish(json!("not an array of events")).await.unwrap().status(), 400);
     let refused = http
         .get(format!("{stream_url}?lastEventId=not-a-cursor"))

@@ -132,8 +132,8 @@ pub struct GatewayConfig {
     #[arg(long, env = "SLUICE_MAX_POLL_WAIT", default_value = "30s", value_parser = parse_duration)]
     pub max_poll_wait: Duration,
 
-    /// Serve the demo page at `/`: a live view of a stream, for local development only. Never
-    /// enable it on a production gateway.
+    /// Serve the demo page at `/`: a live view of one or several streams, for local development
+    /// only. Never enable it on a production gateway.
     #[arg(long, env = "SLUICE_DEMO_PAGE")]
     pub demo_page: bool,
 

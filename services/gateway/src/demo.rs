@@ -1,9 +1,14 @@
-//! The demo page (`--demo-page`): a live view of a stream for people trying Sluice locally.
+//! The demo page (`--demo-page`): a live view of one stream, or of several in one connection,
+//! for people trying Sluice locally.
 //!
 //! One static HTML file (`demo.html`, compiled in) whose script uses the browser's own
 //! `EventSource`, shows the cursor, publishes through ingest, drops its connection and switches
-//! gateway to show a resume. The only server-side part is the settings object injected into the
-//! page; the page's query string (`?stream=…&from=…&gateways=…&ingest=…`) overrides it.
+//! gateway to show a resume. Following several streams (`orders,payments`), events come named
+//! `<stream>:<type>`, and `EventSource` hands a named event only to a listener for that name: the
+//! page listens for every followed stream × every type it knows (a few common ones, `?types=`,
+//! and each type published from the page). The only server-side part is the settings object
+//! injected into the page; the page's query string (`?streams=…&from=…&types=…&gateways=…&ingest=…`)
+//! overrides it.
 //!
 //! Off by default: a production gateway serves only the API.
 
@@ -18,7 +23,7 @@ const SETTINGS_SLOT: &str = "/*SLUICE_DEMO_SETTINGS*/{}";
 /// What the page starts with.
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoSettings {
-    /// The stream shown first.
+    /// The stream shown first; several joined by `,` are followed in one connection.
     pub stream: String,
     /// Where the publish form posts; unset: port 8090 on the page's host.
     pub ingest_url: Option<String>,

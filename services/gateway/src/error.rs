@@ -14,7 +14,7 @@ pub enum GatewayError {
     InvalidStreamName(String),
     #[error("{0}")]
     UnknownStream(String),
-    #[error("invalid cursor in Last-Event-ID / lastEventId: {0}")]
+    #[error("invalid cursor (Last-Event-ID, lastEventId or a poll's cursor): {0}")]
     InvalidCursor(#[source] CursorError),
     #[error("{0}")]
     InvalidQuery(String),

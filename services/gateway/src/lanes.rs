@@ -17,7 +17,7 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use sluice_sse::parse::{ParsedEvent, Parser};
-use sluice_sse::{Cursor, MultiCursor};
+use sluice_sse::Cursor;
 use tokio::sync::mpsc;
 
 use crate::hub::FeedLease;
@@ -68,8 +68,6 @@ pub struct Lane {
     parser: Parser,
     /// The position after the last frame read from this lane.
     pub position: Cursor,
-    /// The text of `position`.
-    id_text: String,
     /// The last id the lane's frames carried (its position may have moved on since, to where
     /// the lane waits).
     last_seen: String,
@@ -120,7 +118,6 @@ impl Lanes {
                     rx,
                     notes,
                     parser: Parser::new(),
-                    id_text: position.encode(),
                     last_seen: String::new(),
                     position,
                     idle: mark,
@@ -206,10 +203,7 @@ impl Lanes {
             }
         }
         for (lane, at) in self.lanes.iter_mut().zip(idle) {
-            if at != lane.position {
-                lane.id_text = at.encode();
-                lane.position = at;
-            }
+            lane.position = at;
         }
         true
     }
@@ -217,16 +211,6 @@ impl Lanes {
     /// Whether some lane still waits to say `sluice.caught-up`.
     pub fn catching_up(&self) -> bool {
         self.lanes.iter().any(|lane| lane.catching_up)
-    }
-
-    /// The cursor of everything read so far: a v1 cursor for one stream, v2 for several.
-    pub fn cursor(&self) -> String {
-        match self.lanes.as_slice() {
-            [one] => one.id_text.clone(),
-            lanes => MultiCursor::new(lanes.iter().map(|lane| lane.position.clone()).collect())
-                .expect("the streams of a request are distinct and within the limits")
-                .encode(),
-        }
     }
 
     pub fn streams(&self) -> Vec<&str> {
@@ -242,7 +226,6 @@ impl Lane {
             return Ok(());
         }
         self.position = Cursor::decode(id).map_err(|_| self.error("an id that is not a cursor"))?;
-        self.id_text = id.to_owned();
         self.last_seen = id.to_owned();
         Ok(())
     }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::lanes::{Lanes, Step};
 use crate::metrics::ReasonLabel;
 use crate::runtime::Runtime;
-use crate::subscriber::{End, Out, Timing};
+use crate::subscriber::{end_sooner, End, Out, Timing};
 
 /// Lane output errors are bugs, met by every several-stream client at the time: one line a
 /// second.
@@ -48,10 +48,8 @@ impl MultiStream {
     pub fn new(lanes: Lanes, out: Out, runtime: Arc<Runtime>, timing: Arc<Timing>, reauth: Option<Duration>) -> Self {
         let now = Instant::now();
         let mut end_at = timing.lifetime_end(now);
-        if let Some(at) = reauth.map(|after| now + after) {
-            if end_at.is_none_or(|(t, _)| at < t) {
-                end_at = Some((at, End::Reauth));
-            }
+        if let Some(after) = reauth {
+            end_sooner(&mut end_at, now + after, End::Reauth);
         }
         let cursor = MultiCursor::new(lanes.lanes.iter().map(|lane| lane.position.clone()).collect())
             .expect("the streams of a request are distinct and within the limits");
@@ -180,10 +178,7 @@ impl MultiStream {
 
     fn begin_drain(&mut self) {
         self.draining = true;
-        let at = self.timing.drain_end();
-        if self.end_at.is_none_or(|(t, _)| at < t) {
-            self.end_at = Some((at, End::Drain));
-        }
+        end_sooner(&mut self.end_at, self.timing.drain_end(), End::Drain);
     }
 
     fn next_due(&self) -> Instant {

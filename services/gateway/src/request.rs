@@ -87,17 +87,18 @@ impl PollQuery {
 /// most `max`, none twice; each name is checked against the catalog later, after access.
 pub fn stream_names(path: &str, max: usize) -> Result<Vec<String>, GatewayError> {
     let names: Vec<String> = path.split(',').map(str::to_owned).collect();
+    if names.iter().any(String::is_empty) {
+        return Err(GatewayError::InvalidStreamName(
+            "an empty stream name: join names with single commas".into(),
+        ));
+    }
     if names.len() > max {
         return Err(GatewayError::InvalidQuery(format!(
             "{} streams named; a request may name at most {max} (--max-streams-per-connection)",
             names.len()
         )));
     }
-    if names.iter().any(String::is_empty) {
-        return Err(GatewayError::InvalidStreamName(
-            "an empty stream name: join names with single commas".into(),
-        ));
-    }
+    // Quadratic, but over at most `max` names.
     for (i, name) in names.iter().enumerate() {
         if names[..i].contains(name) {
             return Err(GatewayError::InvalidStreamName(format!(

@@ -405,3 +405,68 @@ async fn no_token_reaches_the_logs_even_at_trace_level() {
         "a query string that may hold a token was logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_streams_need_every_stream_granted_and_key_grants_apply_per_stream() {
+    let f = Fixture::start().await;
+    let (whole, keyed, other) = (
+        f.topic_with_prefix("auth", 1).await,
+        f.topic_with_prefix("auth", 4).await,
+        f.topic_with_prefix("auth", 1).await,
+    );
+    f.publish_untyped(&whole, "w", 4, 4).await;
+    f.publish_untyped(&keyed, "k", 8, 4).await;
+    let gateway = f.auth_gateway(|_| {}).await;
+    let grant = token(TestKey::Hmac, "dave", json!([whole, {"stream": keyed, "keys": ["k1"]}]));
+    for path in [
+        format!("/v1/streams/{whole},{other}"),
+        format!("/v1/streams/{other},{whole}/poll"),
+    ] {
+        let refusal = refused(&gateway, &path, &bearer(&grant)).await;
+        assert_eq!((refusal.status, refusal.code.as_str()), (403, "forbidden"), "{path}");
+    }
+    for path in [
+        format!("/v1/streams/{whole},{keyed}"),
+        format!("/v1/streams/{whole},{keyed}/poll"),
+    ] {
+        let refusal = refused(&gateway, &path, &[]).await;
+        assert_eq!(
+            (refusal.status, refusal.code.as_str()),
+            (401, "unauthenticated"),
+            "{path}"
+        );
+    }
+
+    // The whole stream in full, the keyed one only for its key, in one connection and one poll.
+    let path = format!("/v1/streams/{whole},{keyed}?from=earliest");
+    let mut stream = open(&gateway, &path, &bearer(&grant)).await;
+    let mut got: Vec<(String, String)> = read_n(&mut stream, 6)
+        .await
+        .iter()
+        .map(|e| (e.event_type.clone(), serde_json::from_str(&e.data).unwrap()))
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = (0..4)
+        .map(|i| (format!("{whole}:message"), format!("w-{i}")))
+        .chain([1, 5].map(|i| (format!("{keyed}:message"), format!("k-{i}"))))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    let page: Value = client(&bearer(&grant))
+        .get(gateway.url(&format!("/v1/streams/{whole},{keyed}/poll?from=earliest")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["stream"] == keyed.as_str())
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["k1", "k1"], "{page}");
+    gateway.stop(WAIT).await.unwrap();
+}

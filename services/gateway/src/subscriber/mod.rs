@@ -339,10 +339,7 @@ impl Subscriber {
     /// the one `end_at` the connection's timer already serves, so it costs no extra timer.
     pub fn with_reauth(mut self, after: Option<Duration>) -> Self {
         if let Some(after) = after {
-            let at = Instant::now() + after;
-            if self.end_at.is_none_or(|(t, _)| at < t) {
-                self.end_at = Some((at, End::Reauth));
-            }
+            end_sooner(&mut self.end_at, Instant::now() + after, End::Reauth);
         }
         self
     }
@@ -555,10 +552,7 @@ impl Subscriber {
 
     fn begin_drain(&mut self) {
         self.draining = true;
-        let at = self.timing.drain_end();
-        if self.end_at.is_none_or(|(t, _)| at < t) {
-            self.end_at = Some((at, End::Drain));
-        }
+        end_sooner(&mut self.end_at, self.timing.drain_end(), End::Drain);
     }
 
     fn next_due(&self) -> Instant {
@@ -600,6 +594,13 @@ impl Subscriber {
             return self.out.send(frame::comment("")).await;
         }
         Ok(())
+    }
+}
+
+/// Sets `end_at` to end at `at` for `why`, unless an earlier end is already set.
+pub(crate) fn end_sooner(end_at: &mut Option<(Instant, End)>, at: Instant, why: End) {
+    if end_at.is_none_or(|(t, _)| at < t) {
+        *end_at = Some((at, why));
     }
 }
 
