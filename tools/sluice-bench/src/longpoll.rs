@@ -619,7 +619,7 @@ async fn poll(shared: &Shared, cursor: Option<&str>, wait: &str) -> Result<Page,
         .get(url)
         .send()
         .await
-        .map_err(|err| (transport_kind(&err).to_owned(), err.to_string()))?;
+        .map_err(|err| (transport_kind(&err).to_owned(), error_chain(&err)))?;
     let status = response.status();
     if status != reqwest::StatusCode::OK {
         let body = response.text().await.unwrap_or_default();
@@ -630,6 +630,18 @@ async fn poll(shared: &Shared, cursor: Option<&str>, wait: &str) -> Result<Page,
         .await
         .map_err(|err| ("read body".to_owned(), err.to_string()))?;
     serde_json::from_slice(&body).map_err(|err| ("bad page".to_owned(), err.to_string()))
+}
+
+/// An error with its sources: reqwest's own message ("error sending request") names no cause.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn transport_kind(err: &reqwest::Error) -> &'static str {
@@ -831,6 +843,25 @@ fn results_table(result: &LongpollResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_errors_carry_their_causes() {
+        #[derive(Debug)]
+        struct Sending(std::io::Error);
+        impl std::fmt::Display for Sending {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error sending request")
+            }
+        }
+        impl std::error::Error for Sending {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert_eq!(error_chain(&Sending(reset)), "error sending request: reset by peer");
+        assert_eq!(error_chain(&std::io::Error::other("alone")), "alone");
+    }
 
     #[test]
     fn reads_poll_outcomes_from_the_metrics() {
