@@ -43,6 +43,9 @@ use crate::report::{
 use crate::rig::{cpu_seconds, header, write_report, Rig, RigArgs, RunStart, ServerKind};
 use crate::sse_wire::{parse_probe, CursorStep, CursorTracker, LaneTracker, Observation};
 
+/// How long after the clients stopped the gateway's RSS is read again.
+const AFTER_STOP: Duration = Duration::from_secs(5);
+
 /// Flags of `sluice-bench longpoll`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LongpollArgs {
@@ -229,6 +232,8 @@ struct LongpollResult {
     gateway_rss_before_bytes: Option<u64>,
     gateway_rss_held_bytes: Option<u64>,
     gateway_rss_end_bytes: Option<u64>,
+    /// [`AFTER_STOP`] after every client stopped: no poll open.
+    gateway_rss_after_stop_bytes: Option<u64>,
     /// The bench process's CPU (the clients and the publisher) over the window.
     clients_cpu_secs: Option<f64>,
     ingest_cpu_secs: Option<f64>,
@@ -320,6 +325,10 @@ async fn run_inner(args: LongpollArgs) -> anyhow::Result<()> {
     if tokio::time::timeout(Duration::from_secs(20), finish).await.is_err() {
         eprintln!("some clients did not finish within 20s of the stop");
     }
+    // A measurement pause, not synchronisation: what the gateway still holds once no poll is
+    // open tells memory held per poll in flight from memory the allocator kept.
+    tokio::time::sleep(AFTER_STOP).await;
+    let rss_after_stop = rig.gateway_rss();
 
     let window = publish_secs + drain_secs;
     let [polls, empty_polls, deliveries, _] = std::array::from_fn(|i| counts_after[i].saturating_sub(counts_before[i]));
@@ -368,6 +377,7 @@ async fn run_inner(args: LongpollArgs) -> anyhow::Result<()> {
         gateway_rss_before_bytes: rss_before,
         gateway_rss_held_bytes: rss_held,
         gateway_rss_end_bytes: rss_end,
+        gateway_rss_after_stop_bytes: rss_after_stop,
         clients_cpu_secs: cpu_seconds(cpu_before.1, cpu_after.1),
         ingest_cpu_secs: cpu_seconds(cpu_before.0.ingest, cpu_after.0.ingest),
         broker_cpu_secs: cpu_seconds(cpu_before.0.broker, cpu_after.0.broker),
@@ -806,11 +816,12 @@ fn results_table(result: &LongpollResult) -> String {
         optional(result.gateway_cpu_secs_per_million_deliveries, 2),
     );
     row(
-        "gateway RSS before → clients polling → end",
+        "gateway RSS before → clients polling → end → 5 s after they stopped",
         [
             result.gateway_rss_before_bytes,
             result.gateway_rss_held_bytes,
             result.gateway_rss_end_bytes,
+            result.gateway_rss_after_stop_bytes,
         ]
         .map(|bytes| bytes.map_or("-".to_owned(), format_bytes))
         .join(" → "),
