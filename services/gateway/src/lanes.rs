@@ -1,8 +1,11 @@
 //! Several streams through one client: a lane per stream.
 //!
 //! A lane is an ordinary subscriber of one stream ([`crate::subscriber`]: memory, catch-up,
-//! keys, gaps, partitions added, caught-up), spawned as a task of its own and writing
-//! single-stream SSE into a small body of its own. [`Lanes`] reads every lane's body, parses it
+//! keys, gaps, partitions added, caught-up), writing single-stream SSE into a small body of its
+//! own. Lanes are not tasks: their futures run inside the task that reads them (polled by
+//! [`Lanes::next`]), so a reader that stops drops its lanes at once. (As tasks of their own, the
+//! lanes of answered polls each had to be scheduled once more just to end; under load tens of
+//! thousands waited for that, holding their memory.) [`Lanes`] reads every lane's body, parses it
 //! back with the reference client parser, and pairs each event with the subscriber's note of it
 //! ([`crate::subscriber::tap`]): a record (partition, offset, timestamp, key) or the gateway's
 //! own event. Each lane's position is the id of the last frame read from it, so the combined
@@ -10,12 +13,14 @@
 //! every stream.
 //!
 //! Two clients read lanes: a several-stream SSE connection ([`crate::multi`]) and a poll
-//! ([`crate::poll`]). Dropping [`Lanes`] ends every lane's subscriber (its body is gone).
+//! ([`crate::poll`]). Dropping [`Lanes`] drops every lane's subscriber.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt as _};
 use sluice_sse::parse::{ParsedEvent, Parser};
 use sluice_sse::Cursor;
 use tokio::sync::mpsc;
@@ -77,10 +82,14 @@ pub struct Lane {
     pub ended: bool,
 }
 
+/// A lane's subscriber, running.
+type Run = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Every lane of one client.
-#[derive(Debug)]
 pub struct Lanes {
     pub lanes: Vec<Lane>,
+    /// The lanes' subscribers, driven by [`Lanes::next`].
+    runs: FuturesUnordered<Run>,
     /// Which lane is polled first next time, so one busy lane cannot starve the others.
     turn: usize,
     /// Shared by the lanes' idle marks (polls only).
@@ -92,6 +101,7 @@ impl Lanes {
     pub fn open(specs: Vec<LaneSpec>, state: &AppState, report_idle: bool) -> Self {
         let marks = report_idle.then(|| Arc::new(IdleMarks::default()));
         let source = state.hub.source().clone();
+        let runs = FuturesUnordered::new();
         let lanes = specs
             .into_iter()
             .map(|spec| {
@@ -112,7 +122,7 @@ impl Lanes {
                 )
                 .into_lane(tap);
                 let catching_up = subscriber.catching_up();
-                state.runtime().spawn_connection(subscriber.run());
+                runs.push(Box::pin(subscriber.run()) as Run);
                 Lane {
                     stream: spec.stream,
                     rx,
@@ -126,13 +136,21 @@ impl Lanes {
                 }
             })
             .collect();
-        Self { lanes, turn: 0, marks }
+        Self {
+            lanes,
+            runs,
+            turn: 0,
+            marks,
+        }
     }
 
-    /// The next bytes any lane sent: `(lane, Some(bytes))`, or `(lane, None)` once when a lane
-    /// ended. Pending forever when every lane has ended.
+    /// Runs the lanes until one of them sent something: `(lane, Some(bytes))`, or
+    /// `(lane, None)` once when a lane ended. Pending forever when every lane has ended.
     pub async fn next(&mut self) -> (usize, Option<Bytes>) {
         std::future::poll_fn(|cx| {
+            // Each subscriber runs until it waits (for records, room or a timer); ended ones
+            // leave the set, their bodies end below.
+            while let Poll::Ready(Some(())) = self.runs.poll_next_unpin(cx) {}
             let n = self.lanes.len();
             for k in 0..n {
                 let i = (self.turn + k) % n;
@@ -215,6 +233,15 @@ impl Lanes {
 
     pub fn streams(&self) -> Vec<&str> {
         self.lanes.iter().map(|lane| lane.stream.as_str()).collect()
+    }
+}
+
+impl std::fmt::Debug for Lanes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lanes")
+            .field("lanes", &self.lanes)
+            .field("running", &self.runs.len())
+            .finish_non_exhaustive()
     }
 }
 

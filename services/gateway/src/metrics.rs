@@ -69,6 +69,7 @@ pub struct GatewayMetrics {
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     delivery_latency: HistogramFamily<StreamLabel>,
     pub streams_active: Gauge,
+    pub subscribers_active: Gauge,
     pub polls: Family<OutcomeLabel, Counter>,
 }
 
@@ -88,6 +89,7 @@ impl GatewayMetrics {
             consumer_lag: Family::default(),
             delivery_latency: Family::new_with_constructor(latency_histogram),
             streams_active: Gauge::default(),
+            subscribers_active: Gauge::default(),
             polls: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice_gateway");
@@ -158,6 +160,11 @@ impl GatewayMetrics {
             "streams_active",
             "Streams with a running feed on this pod",
             m.streams_active.clone(),
+        );
+        r.register(
+            "subscribers_active",
+            "Subscribers running on this pod: one per single-stream connection, one per stream of a several-stream connection or of a poll in progress",
+            m.subscribers_active.clone(),
         );
         m
     }

@@ -248,6 +248,7 @@ impl Subscriber {
             timing,
             out,
         };
+        subscriber.runtime.metrics.subscribers_active.inc();
         subscriber.follow_partitions();
         let head = subscriber.feed().latest();
         let behind = subscriber
@@ -594,6 +595,12 @@ impl Subscriber {
             return self.out.send(frame::comment("")).await;
         }
         Ok(())
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.runtime.metrics.subscribers_active.dec();
     }
 }
 
