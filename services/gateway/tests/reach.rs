@@ -298,6 +298,9 @@ async fn polls_page_through_a_stream_with_limit_and_cursor() {
     assert_eq!(empty["events"].as_array().unwrap().len(), 0);
     assert_eq!(cursor_of(&empty), cursor);
     assert!(empty.get("gap").is_none());
+    // No subscriber outlives its poll.
+    let metrics = gateway.metrics().await.unwrap();
+    assert!(metrics.contains("sluice_gateway_subscribers_active 0\n"), "{metrics}");
     gateway.stop(WAIT).await.unwrap();
 }
 
