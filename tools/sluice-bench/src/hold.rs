@@ -215,6 +215,19 @@ pub struct ErrorSample {
     pub example: String,
 }
 
+/// One line per error kind: count, kind, first example.
+pub fn error_lines(errors: &BTreeMap<String, ErrorSample>) -> String {
+    let mut text = String::new();
+    for (kind, sample) in errors {
+        text.push_str(&format!(
+            "  {:>8} × {kind}  (first: {})\n",
+            crate::report::format_count(sample.count),
+            sample.example
+        ));
+    }
+    text
+}
+
 /// Adds one occurrence of `kind` to `errors`.
 pub fn count_error(errors: &mut BTreeMap<String, ErrorSample>, kind: String, example: String) {
     errors

@@ -700,14 +700,7 @@ fn report(args: &LongpollArgs, start: &RunStart, rig: &Rig, result: &LongpollRes
     }
     print!("\n{}", latency.render());
     if !result.errors.is_empty() {
-        println!("\nfailed polls:");
-        for (kind, sample) in &result.errors {
-            println!(
-                "  {:>8} × {kind}  (first: {})",
-                format_count(sample.count),
-                sample.example
-            );
-        }
+        print!("\nfailed polls:\n{}", crate::hold::error_lines(&result.errors));
     }
     if let Some(example) = &result.publish_error_example {
         print!(

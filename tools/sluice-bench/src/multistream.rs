@@ -568,14 +568,10 @@ fn report(
     print!("\n{}", results_table(result));
     for (label, side) in [("several streams", &result.multi), ("one stream", &result.single)] {
         if !side.errors.is_empty() {
-            print!("\n{label}: connection failures and closes:\n");
-            for (kind, sample) in &side.errors {
-                println!(
-                    "  {:>8} × {kind}  (first: {})",
-                    format_count(sample.count),
-                    sample.example
-                );
-            }
+            print!(
+                "\n{label}: connection failures and closes:\n{}",
+                crate::hold::error_lines(&side.errors)
+            );
         }
     }
     if let Some(example) = &result.publish_error_example {

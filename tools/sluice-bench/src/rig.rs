@@ -980,15 +980,7 @@ impl Tally {
 
     /// One line per error kind: count, kind, first example.
     pub fn error_lines(&self) -> String {
-        let mut text = String::new();
-        for (kind, sample) in &self.errors {
-            text.push_str(&format!(
-                "  {:>8} × {kind}  (first: {})\n",
-                format_count(sample.count),
-                sample.example
-            ));
-        }
-        text
+        crate::hold::error_lines(&self.errors)
     }
 }
 

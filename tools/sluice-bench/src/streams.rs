@@ -138,14 +138,11 @@ async fn run_inner(args: StreamsArgs) -> anyhow::Result<()> {
     print!("          a fresh stack per count: nothing carries over between rows\n\n");
     print!("{}", results_table(&results, args.settle));
     for result in results.iter().filter(|result| !result.errors.is_empty()) {
-        println!("\nsubscriber failures at {} streams:", result.streams);
-        for (kind, sample) in &result.errors {
-            println!(
-                "  {:>8} × {kind}  (first: {})",
-                format_count(sample.count),
-                sample.example
-            );
-        }
+        print!(
+            "\nsubscriber failures at {} streams:\n{}",
+            result.streams,
+            crate::hold::error_lines(&result.errors)
+        );
     }
     if let Some(path) = &args.json {
         write_results(path, &args, &start, &results)?;
